@@ -1,0 +1,287 @@
+"""The model spec: one YAML file describes one model, validated with clear, located errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Policy = Literal["fail", "warn", "quarantine"]
+TaskKind = Literal["classification", "regression"]
+FeatureType = Literal["number", "integer", "category", "boolean"]
+
+CLASSIFICATION_METRICS = {"roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"}
+REGRESSION_METRICS = {"rmse", "mae", "r2"}
+# Metrics where a smaller value is better; the gates compare in the right direction.
+LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
+
+ESTIMATORS: dict[str, set[TaskKind]] = {
+    "hist_gradient_boosting": {"classification", "regression"},
+    "random_forest": {"classification", "regression"},
+    "logistic_regression": {"classification"},
+    "ridge": {"regression"},
+}
+
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    """One input column: its type and the values it may take."""
+
+    type: FeatureType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = Field(default=None, description="Allowed values of a category column.")
+    on_violation: Policy | None = Field(
+        default=None, description="Policy for this column's rules; defaults to validation.default_policy."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureSpec:
+        if self.type == "category" and not self.allowed:
+            raise ValueError("a category feature needs a non-empty 'allowed' list")
+        if self.type != "category" and self.allowed:
+            raise ValueError(f"'allowed' is only for category features, not {self.type}")
+        if self.type in ("category", "boolean") and (self.min is not None or self.max is not None):
+            raise ValueError(f"'min'/'max' are only for numeric features, not {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class SourceSpec(_Strict):
+    """Where raw batches land. `{ds}` is replaced by each day (YYYY-MM-DD) of the window."""
+
+    uri: str = Field(description="URI pattern, relative to the store root or absolute (file://, s3://).")
+    format: Literal["csv", "parquet"] = "csv"
+    window_days: int = Field(default=28, ge=1, le=3650, description="Days of batches one training run reads.")
+
+    @field_validator("uri")
+    @classmethod
+    def _has_ds(cls, value: str) -> str:
+        if "{ds}" not in value:
+            raise ValueError("the source uri must contain '{ds}' so each run reads its own data interval")
+        return value
+
+
+class EstimatorSpec(_Strict):
+    """The sklearn estimator at the end of the pipeline."""
+
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {value!r}; choose one of {sorted(ESTIMATORS)}")
+        return value
+
+
+class SplitSpec(_Strict):
+    """Deterministic holdout: a row's side is decided by a hash of its id and the seed."""
+
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
+    seed: int = 42
+
+
+class ExtraExpectation(_Strict):
+    """A Great Expectations expectation added to the generated suite."""
+
+    type: str = Field(description="GX expectation class name in snake_case, e.g. expect_column_mean_to_be_between.")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    policy: Policy = "warn"
+
+
+class ValidationSpec(_Strict):
+    """How the batch is checked before it may be used."""
+
+    default_policy: Policy = "quarantine"
+    schema_policy: Policy = Field(default="fail", description="Missing columns or unparseable types.")
+    min_rows: int = Field(default=100, ge=1)
+    max_quarantine_share: float = Field(default=0.05, ge=0.0, le=1.0)
+    extra_expectations: list[ExtraExpectation] = Field(default_factory=list)
+
+
+class SliceFloor(_Strict):
+    """A metric floor that must hold within each value of a slice column."""
+
+    column: str
+    floors: dict[str, float]
+    min_rows: int = Field(default=30, ge=1, description="Slices with fewer holdout rows are reported, not gated.")
+
+
+class GateSpec(_Strict):
+    """What a candidate must show before it may be promoted."""
+
+    primary_metric: str
+    floors: dict[str, float] = Field(default_factory=dict)
+    max_regression: float = Field(
+        default=0.0, ge=0.0, description="Allowed drop of the primary metric against the champion (absolute)."
+    )
+    slices: list[SliceFloor] = Field(default_factory=list)
+    max_latency_ms_per_1k: float = Field(default=500.0, gt=0)
+    max_model_size_mb: float = Field(default=100.0, gt=0)
+
+
+class DriftSpec(_Strict):
+    """Monitoring thresholds (used by the monitor DAG)."""
+
+    threshold: float = Field(default=0.1, gt=0, description="Per-column drift score above which a column drifted.")
+    drift_share: float = Field(default=0.3, gt=0, le=1, description="Share of drifted columns that is dataset drift.")
+    column_thresholds: dict[str, float] = Field(default_factory=dict)
+    windows_needed: int = Field(default=2, ge=1, description="N of the last M windows must drift to retrain.")
+    windows_considered: int = Field(default=3, ge=1)
+    cooldown_days: int = Field(default=7, ge=0)
+
+    @model_validator(mode="after")
+    def _n_of_m(self) -> DriftSpec:
+        if self.windows_needed > self.windows_considered:
+            raise ValueError("windows_needed cannot exceed windows_considered")
+        return self
+
+
+class ScheduleSpec(_Strict):
+    """Cron expressions or presets for each DAG kind; null means manual/asset-triggered only."""
+
+    train: str | None = None
+    score: str | None = "@daily"
+    monitor: str | None = "@daily"
+
+
+Name = Annotated[str, Field(description="Safe identifier: lowercase letters, digits, underscores.")]
+
+
+class ModelSpec(_Strict):
+    """Everything the pipeline needs to know about one model."""
+
+    name: Name
+    description: str = ""
+    owner: str = "mlops"
+    task: TaskKind
+    source: SourceSpec
+    id_column: str
+    target: str
+    features: dict[str, FeatureSpec]
+    estimator: EstimatorSpec
+    split: SplitSpec = SplitSpec()
+    validation: ValidationSpec = ValidationSpec()
+    gates: GateSpec
+    drift: DriftSpec = DriftSpec()
+    schedules: ScheduleSpec = ScheduleSpec()
+    approval_required: bool = False
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(
+                f"{value!r} is not a safe identifier (lowercase letter first, then a-z, 0-9, _; max 63)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ModelSpec:
+        if not self.features:
+            raise ValueError("features: at least one feature is required")
+        reserved = {self.id_column, self.target}
+        if self.id_column == self.target:
+            raise ValueError("id_column and target must be different columns")
+        if clash := reserved & set(self.features):
+            raise ValueError(f"features must not include the id or target column: {sorted(clash)}")
+        if self.task not in ESTIMATORS[self.estimator.kind]:
+            raise ValueError(f"estimator {self.estimator.kind!r} cannot do {self.task}")
+        allowed_metrics = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        named = {self.gates.primary_metric, *self.gates.floors}
+        for slice_ in self.gates.slices:
+            named |= set(slice_.floors)
+            if slice_.column not in self.features:
+                raise ValueError(f"gates.slices: {slice_.column!r} is not a feature")
+            if self.features[slice_.column].type not in ("category", "boolean"):
+                raise ValueError(f"gates.slices: {slice_.column!r} must be a category or boolean feature")
+        if unknown := named - allowed_metrics:
+            raise ValueError(
+                f"gates: metrics {sorted(unknown)} do not apply to {self.task}; use {sorted(allowed_metrics)}"
+            )
+        if unknown_cols := set(self.drift.column_thresholds) - set(self.features):
+            raise ValueError(f"drift.column_thresholds: {sorted(unknown_cols)} are not features")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """All columns a training batch must have: id, features, target."""
+        return [self.id_column, *self.features, self.target]
+
+    def metric_higher_is_better(self, metric: str) -> bool:
+        """Whether a larger value of `metric` is an improvement."""
+        return metric not in LOWER_IS_BETTER
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used; the message names the file, the field and the problem."""
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    lines = [f"invalid model spec {path}:"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {location}: {message}")
+    return "\n".join(lines)
+
+
+def load_spec(path: Path) -> ModelSpec:
+    """Read and validate one spec file; raise :class:`SpecError` naming the file and the fields."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"invalid model spec {path}: cannot read YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"invalid model spec {path}: (top level): expected a mapping, got {type(raw).__name__}")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_format_validation_error(path, exc)) from exc
+    if spec.name != path.stem:
+        raise SpecError(f"invalid model spec {path}: name: {spec.name!r} must equal the file name {path.stem!r}")
+    return spec
+
+
+@dataclass(frozen=True)
+class SpecCatalog:
+    """All specs of a folder: the valid ones, and an error message for each invalid one."""
+
+    specs: dict[str, ModelSpec]
+    errors: dict[Path, str]
+
+
+def load_specs(folder: Path) -> SpecCatalog:
+    """Load every `*.yaml` spec in `folder`; one bad file never hides the good ones."""
+    specs: dict[str, ModelSpec] = {}
+    errors: dict[Path, str] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            errors[path] = str(exc)
+            continue
+        specs[spec.name] = spec
+    return SpecCatalog(specs=specs, errors=errors)
+
+
+def default_models_dir() -> Path:
+    """The spec folder: MLOPS_MODELS_DIR if set, else include/models of this checkout."""
+    if configured := os.environ.get("MLOPS_MODELS_DIR"):
+        return Path(configured)
+    return Path(__file__).resolve().parents[1] / "models"
