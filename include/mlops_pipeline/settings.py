@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,7 +28,8 @@ class Settings(BaseSettings):
         description="Airflow connection id holding S3 credentials and endpoint_url; overrides the AWS_* env.",
     )
     code_version: str | None = Field(
-        default=None, description="Code version recorded with every model (git sha); detected from git if unset."
+        default=None,
+        description="Code version recorded with every model (git sha); detected from git if unset.",
     )
 
 

@@ -98,7 +98,9 @@ class SplitSpec(_Strict):
 class ExtraExpectation(_Strict):
     """A Great Expectations expectation added to the generated suite."""
 
-    type: str = Field(description="GX expectation class name in snake_case, e.g. expect_column_mean_to_be_between.")
+    type: str = Field(
+        description="GX expectation class name in snake_case, e.g. expect_column_mean_to_be_between."
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict)
     policy: Policy = "warn"
 
@@ -118,7 +120,9 @@ class SliceFloor(_Strict):
 
     column: str
     floors: dict[str, float]
-    min_rows: int = Field(default=30, ge=1, description="Slices with fewer holdout rows are reported, not gated.")
+    min_rows: int = Field(
+        default=30, ge=1, description="Slices with fewer holdout rows are reported, not gated."
+    )
 
 
 class GateSpec(_Strict):
@@ -137,8 +141,12 @@ class GateSpec(_Strict):
 class DriftSpec(_Strict):
     """Monitoring thresholds (used by the monitor DAG)."""
 
-    threshold: float = Field(default=0.1, gt=0, description="Per-column drift score above which a column drifted.")
-    drift_share: float = Field(default=0.3, gt=0, le=1, description="Share of drifted columns that is dataset drift.")
+    threshold: float = Field(
+        default=0.1, gt=0, description="Per-column drift score above which a column drifted."
+    )
+    drift_share: float = Field(
+        default=0.3, gt=0, le=1, description="Share of drifted columns that is dataset drift."
+    )
     column_thresholds: dict[str, float] = Field(default_factory=dict)
     windows_needed: int = Field(default=2, ge=1, description="N of the last M windows must drift to retrain.")
     windows_considered: int = Field(default=3, ge=1)
@@ -248,13 +256,17 @@ def load_spec(path: Path) -> ModelSpec:
     except (OSError, yaml.YAMLError) as exc:
         raise SpecError(f"invalid model spec {path}: cannot read YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise SpecError(f"invalid model spec {path}: (top level): expected a mapping, got {type(raw).__name__}")
+        raise SpecError(
+            f"invalid model spec {path}: (top level): expected a mapping, got {type(raw).__name__}"
+        )
     try:
         spec = ModelSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_format_validation_error(path, exc)) from exc
     if spec.name != path.stem:
-        raise SpecError(f"invalid model spec {path}: name: {spec.name!r} must equal the file name {path.stem!r}")
+        raise SpecError(
+            f"invalid model spec {path}: name: {spec.name!r} must equal the file name {path.stem!r}"
+        )
     return spec
 
 

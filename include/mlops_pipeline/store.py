@@ -305,3 +305,11 @@ def glob_keys(store: ObjectStore, pattern: str) -> list[str]:
         literal_parts.append(part)
     prefix = "/".join(literal_parts)
     return [key for key in store.list(prefix) if fnmatch.fnmatchcase(key, pattern)]
+
+
+def safe_segment(value: str) -> str:
+    """A readable key segment from an arbitrary id such as an Airflow run id (`:` and `+` replaced)."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in value).strip("._")
+    if not cleaned:
+        raise ValueError(f"cannot make a key segment from {value!r}")
+    return cleaned

@@ -1,0 +1,52 @@
+"""The package's only Airflow-aware module: run context, failure mapping, asset names.
+
+Kept small on purpose: everything else in the package runs without Airflow, so it can be tested
+and reused (CLI, benchmarks) without a scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from typing import Any
+
+from airflow.sdk import Asset
+from airflow.sdk.exceptions import AirflowFailException
+
+from mlops_pipeline.steps import RunInfo, StepRejected
+
+
+def champion_asset(model: str) -> Asset:
+    """The asset that changes whenever `model`'s champion alias moves."""
+    return Asset(name=f"{model}__champion", uri=f"x-mlops://models/{model}/champion", group="model")
+
+
+def run_info(context: Any) -> RunInfo:
+    """Who started this run, and its own timestamp (never the wall clock)."""
+    dag_run = context["dag_run"]
+    moment = dag_run.logical_date or dag_run.run_after
+    actor = getattr(dag_run, "triggering_user_name", None) or str(dag_run.run_type)
+    return RunInfo(
+        dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id, actor=actor, event_time=moment.isoformat()
+    )
+
+
+def resolve_as_of(context: Any, override: str | None) -> date:
+    """The last day of data a run uses: the `as_of` param, else the last day of the data interval."""
+    if override:
+        return date.fromisoformat(override)
+    interval_end = context.get("data_interval_end")
+    if interval_end is None:
+        interval_end = context["dag_run"].run_after
+    # The interval end is exclusive: a daily run for 2026-03-01 ends at 2026-03-02T00:00.
+    return (interval_end - timedelta(microseconds=1)).date()
+
+
+@contextmanager
+def rejections_fail_the_task() -> Iterator[None]:
+    """Turn a step's rejection (bad data, failed gate) into a failed task that is not retried."""
+    try:
+        yield
+    except StepRejected as exc:
+        raise AirflowFailException(str(exc)) from exc

@@ -1,0 +1,302 @@
+"""Evaluation: metrics on the holdout and the promotion gate.
+
+`evaluate_gates` is pure: it takes numbers and the spec's gates and returns a `GateReport`,
+the single reason a candidate is or is not promoted. Measuring (metrics, slices, latency, size)
+is done by the small functions above it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from mlops_pipeline.spec import GateSpec, ModelSpec
+from mlops_pipeline.training import features_frame, target_series
+
+CheckKind = Literal["floor", "regression", "slice", "latency", "size"]
+
+
+def compute_metrics(
+    task: str, y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None
+) -> dict[str, float]:
+    """The standard metrics of `task`; probability metrics only when probabilities are given."""
+    from sklearn import metrics as m
+
+    if task == "regression":
+        return {
+            "rmse": float(math.sqrt(m.mean_squared_error(y_true, y_pred))),
+            "mae": float(m.mean_absolute_error(y_true, y_pred)),
+            "r2": float(m.r2_score(y_true, y_pred)),
+        }
+    result = {
+        "accuracy": float(m.accuracy_score(y_true, y_pred)),
+        "f1": float(m.f1_score(y_true, y_pred, zero_division=0)),
+        "precision": float(m.precision_score(y_true, y_pred, zero_division=0)),
+        "recall": float(m.recall_score(y_true, y_pred, zero_division=0)),
+    }
+    if proba is not None and len(np.unique(y_true)) == 2:
+        result["roc_auc"] = float(m.roc_auc_score(y_true, proba))
+        result["log_loss"] = float(m.log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1]))
+    return result
+
+
+def model_metrics(pipeline: Any, frame: pd.DataFrame, spec: ModelSpec) -> dict[str, float]:
+    """Metrics of a fitted pipeline on `frame` (features + target)."""
+    features = features_frame(frame, spec)
+    y_true = target_series(frame, spec).to_numpy()
+    y_pred = pipeline.predict(features)
+    proba = pipeline.predict_proba(features)[:, 1] if spec.task == "classification" else None
+    return compute_metrics(spec.task, y_true, y_pred, proba)
+
+
+@dataclass(frozen=True)
+class SliceMetrics:
+    """Metrics within one value of a slice column."""
+
+    column: str
+    value: str
+    rows: int
+    metrics: dict[str, float]
+
+
+def slice_metrics(pipeline: Any, frame: pd.DataFrame, spec: ModelSpec) -> list[SliceMetrics]:
+    """Metrics per value of every slice column named in the spec's gates."""
+    results = []
+    for slice_spec in spec.gates.slices:
+        for value, part in frame.groupby(frame[slice_spec.column].astype(str), sort=True):
+            results.append(
+                SliceMetrics(
+                    column=slice_spec.column,
+                    value=str(value),
+                    rows=len(part),
+                    metrics=model_metrics(pipeline, part, spec),
+                )
+            )
+    return results
+
+
+def latency_p95_ms_per_1k(pipeline: Any, frame: pd.DataFrame, spec: ModelSpec, repeats: int = 20) -> float:
+    """95th percentile of the time to score 1,000 rows (resampled from `frame`), in milliseconds."""
+    features = features_frame(frame, spec)
+    batch = features.sample(n=1000, replace=len(features) < 1000, random_state=spec.split.seed)
+    score = pipeline.predict_proba if spec.task == "classification" else pipeline.predict
+    score(batch)  # warm-up: first call pays one-off allocation costs
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        score(batch)
+        timings.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(timings, 95))
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One check of the gate."""
+
+    name: str
+    kind: CheckKind
+    value: float | None
+    threshold: float
+    passed: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """Every check a candidate went through, and the verdict."""
+
+    model: str
+    candidate: dict[str, Any]
+    champion: dict[str, Any] | None
+    candidate_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    checks: list[GateCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed."""
+        return all(check.passed for check in self.checks)
+
+    @property
+    def failures(self) -> list[str]:
+        """Messages of the failed checks."""
+        return [check.message for check in self.checks if not check.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with the verdict."""
+        return {**asdict(self), "passed": self.passed, "failures": self.failures}
+
+    def to_json(self) -> bytes:
+        """Stable JSON bytes."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True).encode()
+
+
+def _at_least(value: float, floor: float, higher_is_better: bool) -> bool:
+    return value >= floor if higher_is_better else value <= floor
+
+
+def evaluate_gates(
+    spec: ModelSpec,
+    candidate_metrics: dict[str, float],
+    champion_metrics: dict[str, float] | None,
+    slices: list[SliceMetrics],
+    latency_ms_per_1k: float,
+    model_size_mb: float,
+    candidate: dict[str, Any] | None = None,
+    champion: dict[str, Any] | None = None,
+) -> GateReport:
+    """Decide whether a candidate may be promoted. Pure: no I/O, no clock.
+
+    Floors are absolute (for lower-is-better metrics such as rmse, the "floor" is a ceiling);
+    the regression check compares the primary metric with the champion's on the same holdout.
+    """
+    gates: GateSpec = spec.gates
+    checks: list[GateCheck] = []
+    for metric, floor in sorted(gates.floors.items()):
+        higher = spec.metric_higher_is_better(metric)
+        value = candidate_metrics.get(metric)
+        ok = value is not None and _at_least(value, floor, higher)
+        relation = ">=" if higher else "<="
+        checks.append(
+            GateCheck(
+                name=f"floor:{metric}",
+                kind="floor",
+                value=value,
+                threshold=floor,
+                passed=ok,
+                message=f"{metric} {_fmt(value)} must be {relation} {floor}",
+            )
+        )
+    primary = gates.primary_metric
+    if champion_metrics is not None and primary in champion_metrics:
+        higher = spec.metric_higher_is_better(primary)
+        champion_value = champion_metrics[primary]
+        candidate_value = candidate_metrics.get(primary)
+        allowed = champion_value - gates.max_regression if higher else champion_value + gates.max_regression
+        ok = candidate_value is not None and _at_least(candidate_value, allowed, higher)
+        checks.append(
+            GateCheck(
+                name=f"no_regression:{primary}",
+                kind="regression",
+                value=candidate_value,
+                threshold=allowed,
+                passed=ok,
+                message=(
+                    f"{primary} {_fmt(candidate_value)} vs champion {_fmt(champion_value)} "
+                    f"(tolerance {gates.max_regression}) must be {'>=' if higher else '<='} {_fmt(allowed)}"
+                ),
+            )
+        )
+    for slice_spec in gates.slices:
+        for result in (s for s in slices if s.column == slice_spec.column):
+            for metric, floor in sorted(slice_spec.floors.items()):
+                value = result.metrics.get(metric)
+                name = f"slice:{result.column}={result.value}:{metric}"
+                if result.rows < slice_spec.min_rows:
+                    checks.append(
+                        GateCheck(
+                            name,
+                            "slice",
+                            value,
+                            floor,
+                            True,
+                            f"{name}: {result.rows} rows, below "
+                            f"min_rows {slice_spec.min_rows}: reported, not gated",
+                        )
+                    )
+                    continue
+                higher = spec.metric_higher_is_better(metric)
+                ok = value is not None and _at_least(value, floor, higher)
+                checks.append(
+                    GateCheck(
+                        name,
+                        "slice",
+                        value,
+                        floor,
+                        ok,
+                        f"{name} {_fmt(value)} must be {'>=' if higher else '<='} {floor}",
+                    )
+                )
+    checks.append(
+        GateCheck(
+            name="latency_p95_ms_per_1k",
+            kind="latency",
+            value=latency_ms_per_1k,
+            threshold=gates.max_latency_ms_per_1k,
+            passed=latency_ms_per_1k <= gates.max_latency_ms_per_1k,
+            message=f"p95 latency {latency_ms_per_1k:.1f} ms per 1k rows must be <= {gates.max_latency_ms_per_1k}",
+        )
+    )
+    checks.append(
+        GateCheck(
+            name="model_size_mb",
+            kind="size",
+            value=model_size_mb,
+            threshold=gates.max_model_size_mb,
+            passed=model_size_mb <= gates.max_model_size_mb,
+            message=f"model size {model_size_mb:.2f} MB must be <= {gates.max_model_size_mb}",
+        )
+    )
+    return GateReport(
+        model=spec.name,
+        candidate=candidate or {},
+        champion=champion,
+        candidate_metrics=candidate_metrics,
+        champion_metrics=champion_metrics,
+        checks=checks,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.4f}"
+
+
+def render_html(report: GateReport) -> str:
+    """A self-contained, readable HTML page of the gate report."""
+    verdict = "PASSED" if report.passed else "FAILED"
+    colour = "#1a7f37" if report.passed else "#cf222e"
+    rows = "\n".join(
+        f"<tr class='{'ok' if c.passed else 'bad'}'><td>{'✔' if c.passed else '✘'}</td>"
+        f"<td>{html.escape(c.name)}</td><td>{html.escape(c.kind)}</td><td>{_fmt(c.value)}</td>"
+        f"<td>{c.threshold:g}</td><td>{html.escape(c.message)}</td></tr>"
+        for c in report.checks
+    )
+    metric_names = sorted(set(report.candidate_metrics) | set(report.champion_metrics or {}))
+    metric_rows = "\n".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(report.candidate_metrics.get(name))}</td>"
+        f"<td>{_fmt((report.champion_metrics or {}).get(name)) if report.champion_metrics else '—'}</td></tr>"
+        for name in metric_names
+    )
+    champion = (
+        html.escape(json.dumps(report.champion, sort_keys=True)) if report.champion else "none (first model)"
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Gate report: {html.escape(report.model)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #1f2328; }}
+h1 span {{ color: {colour}; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }}
+td, th {{ border: 1px solid #d0d7de; padding: .35rem .7rem; text-align: left; }}
+tr.bad td {{ background: #ffebe9; }} tr.ok td:first-child {{ color: #1a7f37; }}
+code {{ background: #f6f8fa; padding: .1rem .3rem; }}
+</style></head><body>
+<h1>Gate report for <code>{html.escape(report.model)}</code>: <span>{verdict}</span></h1>
+<p>Candidate: <code>{html.escape(json.dumps(report.candidate, sort_keys=True))}</code><br>
+Champion: <code>{champion}</code></p>
+<h2>Checks</h2>
+<table><tr><th></th><th>check</th><th>kind</th><th>value</th><th>threshold</th><th>rule</th></tr>
+{rows}
+</table>
+<h2>Holdout metrics (same rows for both)</h2>
+<table><tr><th>metric</th><th>candidate</th><th>champion</th></tr>
+{metric_rows}
+</table>
+</body></html>
+"""

@@ -1,0 +1,393 @@
+"""MLflow adapter: log candidates with lineage, register them, and move the `champion` alias.
+
+Aliases, not stages (stages are deprecated in MLflow 3): `challenger` marks the newest version
+that passed its gates, `champion` the one being served. Every move of `champion` is appended to a
+promotion history in the object store (one create-only object per event, so the history is
+append-only even on S3) and mirrored as tags on the model version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import yaml
+
+from mlops_pipeline.ingest import SnapshotManifest
+from mlops_pipeline.spec import ModelSpec
+from mlops_pipeline.store import ObjectExistsError, ObjectStore
+from mlops_pipeline.training import TrainResult, features_frame
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+# skops refuses to load types it was not told to trust. We trust exactly the types our own
+# pipeline is made of, and only if they come from these libraries (checked at log time).
+_TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """A model artifact's sha256 differs from the one recorded at registration."""
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done as asked (e.g. rollback with no target)."""
+
+
+def connect(tracking_uri: str) -> MlflowClient:
+    """Point MLflow at the tracking/registry server and return a client for it."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def code_version(configured: str | None = None) -> str:
+    """The code version to record: configured, else the git commit of this checkout, else 'unknown'."""
+    if configured:
+        return configured
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return completed.stdout.strip() or "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the libraries a model depends on at serving time."""
+    import mlflow
+    import numpy
+    import scipy
+    import sklearn
+    import skops
+
+    import mlops_pipeline
+
+    return {
+        "scikit-learn": sklearn.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pd.__version__,
+        "skops": skops.__version__,
+        "mlflow": mlflow.__version__,
+        "mlops-pipeline": mlops_pipeline.__version__,
+    }
+
+
+def trusted_types(pipeline: Any) -> list[str]:
+    """The skops types of `pipeline`, refusing any type outside the libraries we trust."""
+    import skops.io
+
+    types = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
+    if foreign := [name for name in types if not name.startswith(_TRUSTED_TYPE_PREFIXES)]:
+        raise RegistryError(f"pipeline holds types skops should not trust: {foreign}")
+    return types
+
+
+@dataclass(frozen=True)
+class LoggedCandidate:
+    """A trained pipeline logged to MLflow (not yet registered)."""
+
+    run_id: str
+    model_uri: str
+    artifact_sha256: str
+    model_size_mb: float
+    experiment_id: str
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _model_file(local_model_dir: Path) -> Path:
+    """The serialized model file named by the MLmodel's sklearn flavor."""
+    mlmodel = yaml.safe_load((local_model_dir / "MLmodel").read_text())
+    return local_model_dir / mlmodel["flavors"]["sklearn"]["pickled_model"]
+
+
+def log_candidate(
+    result: TrainResult,
+    spec: ModelSpec,
+    snapshot: SnapshotManifest,
+    clean: pd.DataFrame,
+    training_metrics: dict[str, float],
+    *,
+    run_tags: dict[str, str],
+    code: str,
+) -> LoggedCandidate:
+    """Log params, metrics, the dataset (with its sha256 as digest), versions and the model to a new run."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    experiment = mlflow.set_experiment(spec.name)
+    features = features_frame(clean.head(200), spec)
+    versions = package_versions()
+    with mlflow.start_run(experiment_id=experiment.experiment_id, tags=run_tags) as run:
+        mlflow.log_params(result.params)
+        mlflow.log_params({"train_rows": result.train_rows, "holdout_rows": result.holdout_rows})
+        mlflow.log_metrics({**training_metrics, "fit_seconds": result.fit_seconds})
+        dataset = mlflow.data.from_pandas(
+            clean,
+            source=snapshot.data_uri,
+            targets=spec.target,
+            name=f"{spec.name}@{snapshot.as_of}",
+            digest=snapshot.sha256[:36],
+        )
+        mlflow.log_input(dataset, context="training")
+        mlflow.set_tags(
+            {
+                "code_version": code,
+                "data_sha256": snapshot.sha256,
+                "data_uri": snapshot.data_uri,
+                "data_as_of": snapshot.as_of,
+                **{f"version.{name}": version for name, version in versions.items()},
+            }
+        )
+        output = result.pipeline.predict_proba(features) if spec.task == "classification" else None
+        signature = infer_signature(
+            features, output if output is not None else result.pipeline.predict(features)
+        )
+        info = mlflow.sklearn.log_model(
+            sk_model=result.pipeline,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=trusted_types(result.pipeline),
+            signature=signature,
+            input_example=features.head(5),
+            # Explicit requirements: inference costs seconds per call and may guess wrong.
+            pip_requirements=[
+                f"{name}=={version}" for name, version in versions.items() if name != "mlops-pipeline"
+            ],
+            pyfunc_predict_fn="predict_proba" if spec.task == "classification" else "predict",
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp))
+            model_file = _model_file(local)
+            sha = _sha256_file(model_file)
+            size_mb = model_file.stat().st_size / 1e6
+        mlflow.set_tags({"artifact_sha256": sha, "model_uri": info.model_uri})
+        mlflow.log_metric("model_size_mb", size_mb)
+    return LoggedCandidate(
+        run_id=run.info.run_id,
+        model_uri=info.model_uri,
+        artifact_sha256=sha,
+        model_size_mb=size_mb,
+        experiment_id=experiment.experiment_id,
+    )
+
+
+def load_verified(model_uri: str, expected_sha256: str) -> Any:
+    """Download a model, check its artifact's sha256, and only then deserialize it."""
+    import mlflow
+    import mlflow.sklearn
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        actual = _sha256_file(_model_file(local))
+        if actual != expected_sha256:
+            raise ArtifactIntegrityError(
+                f"refusing to load {model_uri}: artifact sha256 {actual} != recorded {expected_sha256}"
+            )
+        return mlflow.sklearn.load_model(str(local))
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points to, or None if the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
+            return None
+        raise
+
+
+def load_version(client: MlflowClient, version: ModelVersion) -> Any:
+    """Load a registered version after checking its artifact against its `artifact_sha256` tag."""
+    expected = version.tags.get("artifact_sha256")
+    if not expected:
+        raise ArtifactIntegrityError(f"{version.name} v{version.version} has no artifact_sha256 tag")
+    return load_verified(f"models:/{version.name}/{version.version}", expected)
+
+
+def register_candidate(
+    client: MlflowClient,
+    spec: ModelSpec,
+    candidate: LoggedCandidate,
+    *,
+    data_sha256: str,
+    gate_report_uri: str,
+    extra_tags: dict[str, str],
+) -> ModelVersion:
+    """Register a candidate that passed its gates and point `challenger` at it."""
+    import mlflow
+
+    try:
+        client.create_registered_model(spec.name, description=spec.description)
+    except mlflow.exceptions.MlflowException as exc:
+        if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+            raise
+    tags = {
+        "artifact_sha256": candidate.artifact_sha256,
+        "data_sha256": data_sha256,
+        "gate_report_uri": gate_report_uri,
+        "gates_passed": "true",
+        "training_run_id": candidate.run_id,
+        **extra_tags,
+    }
+    version = client.create_model_version(
+        name=spec.name, source=candidate.model_uri, run_id=candidate.run_id, tags=tags
+    )
+    client.set_registered_model_alias(spec.name, CHALLENGER, version.version)
+    return client.get_model_version(spec.name, version.version)
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    """One move of the `champion` alias."""
+
+    action: str  # "promote" or "rollback"
+    model: str
+    from_version: str | None
+    to_version: str
+    actor: str
+    dag_run_id: str
+    at: str
+    reason: str
+    gate_report_uri: str | None
+    data_sha256: str | None
+
+    def to_json(self) -> bytes:
+        """Stable JSON bytes."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
+
+
+def _history_prefix(model: str) -> str:
+    return f"registry/{model}/history"
+
+
+def promotion_history(store: ObjectStore, model: str) -> list[PromotionRecord]:
+    """Every recorded move of `champion`, oldest first."""
+    return [
+        PromotionRecord(**json.loads(store.read_bytes(key)))
+        for key in store.list(_history_prefix(model))
+        if key.endswith(".json")
+    ]
+
+
+def _append_history(store: ObjectStore, record: PromotionRecord) -> str:
+    """Append with a create-only write: two writers cannot both take the same sequence number."""
+    for _ in range(10):
+        sequence = len(promotion_history(store, record.model)) + 1
+        key = f"{_history_prefix(record.model)}/{sequence:06d}.json"
+        try:
+            store.create_only(key, record.to_json())
+        except ObjectExistsError:
+            continue
+        return store.uri(key)
+    raise RegistryError(f"could not append to the promotion history of {record.model}: too much contention")
+
+
+def _move_champion(client: MlflowClient, store: ObjectStore, record: PromotionRecord) -> PromotionRecord:
+    client.set_registered_model_alias(record.model, CHAMPION, record.to_version)
+    client.set_model_version_tag(record.model, record.to_version, f"{record.action}d_at", record.at)
+    client.set_model_version_tag(record.model, record.to_version, f"{record.action}d_by", record.actor)
+    _append_history(store, record)
+    return record
+
+
+def promote(
+    client: MlflowClient,
+    store: ObjectStore,
+    version: ModelVersion,
+    *,
+    actor: str,
+    dag_run_id: str,
+    at: str,
+    reason: str = "passed its gates",
+) -> PromotionRecord:
+    """Point `champion` at `version` and record who, when and why."""
+    if version.tags.get("gates_passed") != "true":
+        raise RegistryError(f"{version.name} v{version.version} did not pass its gates; refusing to promote")
+    current = alias_version(client, version.name, CHAMPION)
+    record = PromotionRecord(
+        action="promote",
+        model=version.name,
+        from_version=current.version if current else None,
+        to_version=str(version.version),
+        actor=actor,
+        dag_run_id=dag_run_id,
+        at=at,
+        reason=reason,
+        gate_report_uri=version.tags.get("gate_report_uri"),
+        data_sha256=version.tags.get("data_sha256"),
+    )
+    return _move_champion(client, store, record)
+
+
+def rollback(
+    client: MlflowClient,
+    store: ObjectStore,
+    model: str,
+    *,
+    to_version: str | None,
+    actor: str,
+    dag_run_id: str,
+    at: str,
+    reason: str,
+) -> PromotionRecord:
+    """Move `champion` back to `to_version`, or to the champion before the current one."""
+    current = alias_version(client, model, CHAMPION)
+    if current is None:
+        raise RegistryError(f"{model} has no champion to roll back")
+    if to_version is None:
+        previous = [
+            r.from_version for r in promotion_history(store, model) if r.to_version == current.version
+        ]
+        candidates = [v for v in previous if v and v != current.version]
+        if not candidates:
+            raise RegistryError(
+                f"{model} v{current.version} has no previous champion in the promotion history"
+            )
+        to_version = candidates[-1]
+    target = client.get_model_version(model, str(to_version))
+    if target.tags.get("gates_passed") != "true":
+        raise RegistryError(f"{model} v{to_version} never passed its gates; refusing to make it champion")
+    if str(to_version) == str(current.version):
+        raise RegistryError(f"{model} v{to_version} is already the champion")
+    record = PromotionRecord(
+        action="rollback",
+        model=model,
+        from_version=current.version,
+        to_version=str(to_version),
+        actor=actor,
+        dag_run_id=dag_run_id,
+        at=at,
+        reason=reason,
+        gate_report_uri=target.tags.get("gate_report_uri"),
+        data_sha256=target.tags.get("data_sha256"),
+    )
+    return _move_champion(client, store, record)

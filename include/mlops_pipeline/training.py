@@ -1,0 +1,164 @@
+"""Training: one sklearn Pipeline (preprocessing + estimator), fitted deterministically.
+
+What is trained is exactly what is served: imputation, scaling and encoding live inside the
+pipeline, so scoring needs nothing but the pipeline and the raw feature columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from mlops_pipeline.spec import ModelSpec
+
+_LINEAR = {"logistic_regression", "ridge"}
+
+
+def holdout_mask(ids: pd.Series, fraction: float, seed: int) -> np.ndarray:
+    """True for rows in the holdout, decided by a hash of (seed, id).
+
+    A row's side never depends on which window it arrived in, so the champion was never
+    trained on the rows that a later candidate is compared on (no leakage in the gate).
+    """
+    salted = (str(seed) + ":" + ids.astype(str)).to_numpy()
+    buckets = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big") for value in salted),
+        dtype=np.uint64,
+        count=len(salted),
+    )
+    return (buckets / np.float64(2**64)) < fraction
+
+
+def features_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The feature columns in spec order, typed for the pipeline (numbers float, categories str)."""
+    columns: dict[str, Any] = {}
+    for name, feature in spec.features.items():
+        values = frame[name]
+        if feature.type in ("number", "integer", "boolean"):
+            columns[name] = pd.to_numeric(values, errors="coerce").astype("float64")
+        else:
+            columns[name] = values.astype(object).where(values.notna(), np.nan)
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def target_series(frame: pd.DataFrame, spec: ModelSpec) -> pd.Series:
+    """The target, as int labels (classification) or floats (regression)."""
+    values = pd.to_numeric(frame[spec.target], errors="raise")
+    return values.astype("int64") if spec.task == "classification" else values.astype("float64")
+
+
+def build_pipeline(spec: ModelSpec) -> Pipeline:
+    """Preprocessing for the spec's feature types followed by the spec's estimator."""
+    numeric = [name for name, f in spec.features.items() if f.type in ("number", "integer", "boolean")]
+    categorical = [name for name, f in spec.features.items() if f.type == "category"]
+    numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+    if spec.estimator.kind in _LINEAR:
+        numeric_steps.append(("scale", StandardScaler()))
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        transformers.append(("numeric", Pipeline(numeric_steps), numeric))
+    if categorical:
+        categories = [list(spec.features[name].allowed or []) for name in categorical]
+        # Dense output: HistGradientBoosting rejects sparse input. Known categories come from
+        # the spec, so the encoding does not depend on which values one window happened to hold.
+        encoder = OneHotEncoder(categories=categories, handle_unknown="ignore", sparse_output=False)
+        transformers.append(
+            (
+                "categorical",
+                Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("encode", encoder)]),
+                categorical,
+            )
+        )
+    preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    return Pipeline([("preprocess", preprocess), ("model", make_estimator(spec))])
+
+
+def make_estimator(spec: ModelSpec) -> Any:
+    """The spec's estimator with its hyperparameters and the split seed as random_state."""
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    classes: dict[tuple[str, str], Any] = {
+        ("hist_gradient_boosting", "classification"): HistGradientBoostingClassifier,
+        ("hist_gradient_boosting", "regression"): HistGradientBoostingRegressor,
+        ("random_forest", "classification"): RandomForestClassifier,
+        ("random_forest", "regression"): RandomForestRegressor,
+        ("logistic_regression", "classification"): LogisticRegression,
+        ("ridge", "regression"): Ridge,
+    }
+    estimator_class = classes[(spec.estimator.kind, spec.task)]
+    params = dict(spec.estimator.params)
+    if "random_state" in estimator_class().get_params():
+        params.setdefault("random_state", spec.split.seed)
+    try:
+        return estimator_class(**params)
+    except TypeError as exc:
+        raise ValueError(f"estimator.params of {spec.name}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class SplitFrames:
+    """The training rows and the holdout rows of a clean dataset."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+
+
+def split_frame(frame: pd.DataFrame, spec: ModelSpec) -> SplitFrames:
+    """Deterministic train/holdout split by hashed id (see :func:`holdout_mask`)."""
+    mask = holdout_mask(frame[spec.id_column], spec.split.holdout_fraction, spec.split.seed)
+    return SplitFrames(train=frame[~mask], holdout=frame[mask])
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A fitted pipeline and what it was fitted on."""
+
+    pipeline: Pipeline
+    train_rows: int
+    holdout_rows: int
+    fit_seconds: float
+    params: dict[str, Any]
+
+
+def train_model(clean: pd.DataFrame, spec: ModelSpec) -> TrainResult:
+    """Fit the spec's pipeline on the non-holdout rows of `clean`."""
+    split = split_frame(clean, spec)
+    if split.train.empty or split.holdout.empty:
+        raise ValueError(
+            f"{spec.name}: {len(clean)} clean rows give an empty train or holdout set; need more data"
+        )
+    y_train = target_series(split.train, spec)
+    if spec.task == "classification" and y_train.nunique() < 2:
+        raise ValueError(f"{spec.name}: training data has a single class ({y_train.iloc[0]}); cannot fit")
+    pipeline = build_pipeline(spec)
+    started = time.perf_counter()
+    pipeline.fit(features_frame(split.train, spec), y_train)
+    fit_seconds = time.perf_counter() - started
+    params = {
+        "estimator": spec.estimator.kind,
+        **{f"estimator.{key}": value for key, value in spec.estimator.params.items()},
+        "split.holdout_fraction": spec.split.holdout_fraction,
+        "split.seed": spec.split.seed,
+    }
+    return TrainResult(
+        pipeline=pipeline,
+        train_rows=len(split.train),
+        holdout_rows=len(split.holdout),
+        fit_seconds=fit_seconds,
+        params=params,
+    )
