@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -31,3 +33,10 @@ def pytest_configure(config) -> None:  # noqa: ANN001 - pytest hook signature
         }
     )
     os.environ.pop("MLOPS_MODELS_DIR", None)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """A monkeypatch that lasts for one test module (for module-scoped fixtures)."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch

@@ -106,6 +106,7 @@ class LoggedCandidate:
     """A trained pipeline logged to MLflow (not yet registered)."""
 
     run_id: str
+    model_id: str  # MLflow 3 logged-model id; the registry needs it to create a version from it
     model_uri: str
     artifact_sha256: str
     model_size_mb: float
@@ -191,6 +192,7 @@ def log_candidate(
         mlflow.log_metric("model_size_mb", size_mb)
     return LoggedCandidate(
         run_id=run.info.run_id,
+        model_id=info.model_id,
         model_uri=info.model_uri,
         artifact_sha256=sha,
         model_size_mb=size_mb,
@@ -259,7 +261,11 @@ def register_candidate(
         **extra_tags,
     }
     version = client.create_model_version(
-        name=spec.name, source=candidate.model_uri, run_id=candidate.run_id, tags=tags
+        name=spec.name,
+        source=candidate.model_uri,
+        run_id=candidate.run_id,
+        model_id=candidate.model_id,
+        tags=tags,
     )
     client.set_registered_model_alias(spec.name, CHALLENGER, version.version)
     return client.get_model_version(spec.name, version.version)
