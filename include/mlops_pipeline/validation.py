@@ -37,8 +37,8 @@ from mlops_pipeline.training import features_frame
 
 REASONS_COLUMN = "_reasons"
 # Text forms accepted for each numeric type (surrounding spaces are tolerated by pandas' parser).
-_NUMBER_PATTERN = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
-_INTEGER_PATTERN = r"^\s*[-+]?\d+(\.0*)?\s*$"
+_NUMBER_PATTERN = r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$"
+_INTEGER_PATTERN = r"^\s*[-+]?\d+(?:\.0*)?\s*$"
 _BOOLEAN_VALUES = ["true", "false", "True", "False", "TRUE", "FALSE", "0", "1"]
 # Text companions of typed columns in the frame GX sees; never part of the clean output.
 _TEXT_SUFFIX = "__as_text"
@@ -397,7 +397,10 @@ def validate_frame(frame: pd.DataFrame, spec: ModelSpec, run_name: str = "valida
 
     quarantined_index = sorted(reasons)
     quarantined = source.loc[quarantined_index].copy()
-    quarantined[REASONS_COLUMN] = [";".join(reasons[i]) for i in quarantined_index]
+    order = {rule.name: position for position, rule in enumerate(rules)}
+    quarantined[REASONS_COLUMN] = [
+        ";".join(sorted(reasons[i], key=order.__getitem__)) for i in quarantined_index
+    ]
     kept = source.drop(index=quarantined_index)
 
     share = len(quarantined_index) / len(source) if len(source) else 0.0
