@@ -342,7 +342,7 @@ def promote(
     record = PromotionRecord(
         action="promote",
         model=version.name,
-        from_version=current.version if current else None,
+        from_version=str(current.version) if current else None,
         to_version=str(version.version),
         actor=actor,
         dag_run_id=dag_run_id,
@@ -352,6 +352,17 @@ def promote(
         data_sha256=version.tags.get("data_sha256"),
     )
     return _move_champion(client, store, record)
+
+
+def _existing_version(client: MlflowClient, model: str, version: str) -> ModelVersion:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(model, version)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+            raise RegistryError(f"{model} v{version} does not exist in the registry") from exc
+        raise
 
 
 def rollback(
@@ -371,15 +382,15 @@ def rollback(
         raise RegistryError(f"{model} has no champion to roll back")
     if to_version is None:
         previous = [
-            r.from_version for r in promotion_history(store, model) if r.to_version == current.version
+            r.from_version for r in promotion_history(store, model) if r.to_version == str(current.version)
         ]
-        candidates = [v for v in previous if v and v != current.version]
+        candidates = [v for v in previous if v and v != str(current.version)]
         if not candidates:
             raise RegistryError(
                 f"{model} v{current.version} has no previous champion in the promotion history"
             )
         to_version = candidates[-1]
-    target = client.get_model_version(model, str(to_version))
+    target = _existing_version(client, model, str(to_version))
     if target.tags.get("gates_passed") != "true":
         raise RegistryError(f"{model} v{to_version} never passed its gates; refusing to make it champion")
     if str(to_version) == str(current.version):
@@ -387,7 +398,7 @@ def rollback(
     record = PromotionRecord(
         action="rollback",
         model=model,
-        from_version=current.version,
+        from_version=str(current.version),
         to_version=str(to_version),
         actor=actor,
         dag_run_id=dag_run_id,

@@ -1,0 +1,165 @@
+"""The MLflow adapter against a real MLflow tracking store and registry (SQLite in a temp dir)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlops_pipeline import registry
+from mlops_pipeline.example_data import diabetes_frame
+from mlops_pipeline.ingest import SnapshotManifest
+from mlops_pipeline.spec import ModelSpec, load_spec
+from mlops_pipeline.store import LocalStore
+from mlops_pipeline.training import train_model
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def spec() -> ModelSpec:
+    return load_spec(REPO / "include/models/diabetes.yaml")
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, monkeypatch_module, spec: ModelSpec) -> Iterator:
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    monkeypatch_module.chdir(root)  # anything MLflow writes relative to the cwd stays in the temp dir
+    monkeypatch_module.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = registry.connect(f"sqlite:///{root}/mlflow.db")
+    mlflow.create_experiment(spec.name, artifact_location=(root / "artifacts").as_uri())
+    yield client
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def candidate(client, spec: ModelSpec) -> registry.LoggedCandidate:
+    clean = diabetes_frame()
+    snapshot = SnapshotManifest(
+        model=spec.name,
+        as_of="2026-01-01",
+        window_start="2026-01-01",
+        window_days=1,
+        rows=len(clean),
+        columns=list(clean.columns),
+        sha256="ab" * 32,
+        data_uri="file:///data/snapshot.csv",
+        source_files=[],
+        missing_days=[],
+    )
+    return registry.log_candidate(
+        train_model(clean, spec),
+        spec,
+        snapshot,
+        clean,
+        {"train_rmse": 50.0},
+        run_tags={"airflow.dag_id": "diabetes__train"},
+        code="test-code",
+    )
+
+
+def register(client, spec: ModelSpec, candidate: registry.LoggedCandidate):
+    return registry.register_candidate(
+        client, spec, candidate, data_sha256="ab" * 32, gate_report_uri="file:///gate.json", extra_tags={}
+    )
+
+
+def test_candidate_run_carries_lineage(client, candidate: registry.LoggedCandidate) -> None:
+    run = client.get_run(candidate.run_id)
+    assert run.data.tags["data_sha256"] == "ab" * 32
+    assert run.data.tags["code_version"] == "test-code"
+    assert run.data.tags["artifact_sha256"] == candidate.artifact_sha256
+    assert run.data.tags["version.scikit-learn"].startswith("1.")
+    assert run.data.params["estimator"] == "ridge"
+    assert run.data.params["estimator.alpha"] == "1.0"
+    assert run.inputs.dataset_inputs[0].dataset.digest == ("ab" * 32)[:36]
+    assert len(candidate.artifact_sha256) == 64 and candidate.model_size_mb > 0
+
+
+def test_load_verified_refuses_a_tampered_artifact(candidate: registry.LoggedCandidate) -> None:
+    pipeline = registry.load_verified(candidate.model_uri, candidate.artifact_sha256)
+    assert hasattr(pipeline, "predict")
+    with pytest.raises(registry.ArtifactIntegrityError, match="refusing to load"):
+        registry.load_verified(candidate.model_uri, "0" * 64)
+
+
+def test_register_promote_and_rollback(client, spec: ModelSpec, candidate, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    first = register(client, spec, candidate)
+    assert registry.alias_version(client, spec.name, registry.CHALLENGER).version == first.version
+    assert first.tags["artifact_sha256"] == candidate.artifact_sha256
+    assert registry.alias_version(client, spec.name, registry.CHAMPION) is None
+
+    record = registry.promote(
+        client, store, first, actor="alice", dag_run_id="r1", at="2026-03-01T00:00:00+00:00"
+    )
+    assert (record.from_version, record.to_version) == (None, str(first.version))
+    second = register(client, spec, candidate)
+    registry.promote(client, store, second, actor="bob", dag_run_id="r2", at="2026-03-02T00:00:00+00:00")
+    assert registry.alias_version(client, spec.name, registry.CHAMPION).version == second.version
+
+    back = registry.rollback(
+        client,
+        store,
+        spec.name,
+        to_version=None,
+        actor="carol",
+        dag_run_id="r3",
+        at="2026-03-03",
+        reason="bad",
+    )
+    assert back.to_version == str(first.version)
+    assert registry.alias_version(client, spec.name, registry.CHAMPION).version == first.version
+    history = registry.promotion_history(store, spec.name)
+    assert [(h.action, h.actor, h.to_version) for h in history] == [
+        ("promote", "alice", str(first.version)),
+        ("promote", "bob", str(second.version)),
+        ("rollback", "carol", str(first.version)),
+    ]
+    with pytest.raises(registry.RegistryError, match="already the champion"):
+        registry.rollback(
+            client,
+            store,
+            spec.name,
+            to_version=first.version,
+            actor="x",
+            dag_run_id="r4",
+            at="t",
+            reason="again",
+        )
+    with pytest.raises(registry.RegistryError, match="does not exist"):
+        registry.rollback(
+            client, store, spec.name, to_version="999", actor="x", dag_run_id="r5", at="t", reason="typo"
+        )
+
+
+def test_a_version_that_failed_its_gates_is_never_promoted(
+    client, spec: ModelSpec, candidate, tmp_path
+) -> None:
+    version = register(client, spec, candidate)
+    client.set_model_version_tag(spec.name, version.version, "gates_passed", "false")
+    version = client.get_model_version(spec.name, version.version)
+    with pytest.raises(registry.RegistryError, match="did not pass its gates"):
+        registry.promote(client, LocalStore(tmp_path), version, actor="a", dag_run_id="r", at="t")
+
+
+def test_history_appends_are_create_only(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    record = registry.PromotionRecord("promote", "m", None, "1", "a", "r", "t", "why", None, None)
+    keys = {registry._append_history(store, record) for _ in range(3)}
+    assert len(keys) == 3
+    assert [r.to_version for r in registry.promotion_history(store, "m")] == ["1", "1", "1"]
+
+
+def test_trusted_types_refuse_foreign_classes() -> None:
+    class Foreign:
+        pass
+
+    from sklearn.pipeline import Pipeline
+
+    with pytest.raises(registry.RegistryError, match="should not trust"):
+        registry.trusted_types(Pipeline([("odd", Foreign())]))
