@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, Param, dag, get_current_context, task
+
 from mlops_pipeline.airflow_glue import champion_asset, rejections_fail_the_task, resolve_as_of, run_info
 from mlops_pipeline.spec import ModelSpec, default_models_dir, load_specs
 
@@ -115,6 +116,7 @@ def train_dag(spec: ModelSpec) -> DAG:
         @task(**EXTERNAL)
         def register(manifest: dict, candidate: dict, evaluation: dict) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
+
             from mlops_pipeline import steps
 
             context = get_current_context()

@@ -159,7 +159,7 @@ def evaluate(
     champion_info = None
     if champion is not None:
         champion_metrics = model_metrics(registry.load_version(client, champion), holdout, spec)
-        champion_info = {"version": champion.version, "run_id": champion.run_id}
+        champion_info = {"version": str(champion.version), "run_id": champion.run_id}
     report = evaluate_gates(
         spec,
         candidate_metrics,

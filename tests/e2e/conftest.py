@@ -14,7 +14,6 @@ from mlops_pipeline.settings import get_settings
 from mlops_pipeline.store import LocalStore
 
 
-
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """A freshly migrated metadata DB in the session's throwaway AIRFLOW_HOME."""

@@ -1,0 +1,119 @@
+"""The lifecycle steps outside Airflow: the happy path on the real diabetes data, and each step's refusals.
+
+MLflow is real (a SQLite tracking store and local artifacts in a temp dir), the store is a file store.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops_pipeline import registry, steps
+from mlops_pipeline.example_data import DIABETES_DS, write_example_data
+from mlops_pipeline.settings import get_settings
+from mlops_pipeline.spec import ModelSpec, load_spec
+from mlops_pipeline.store import LocalStore
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+RUN = steps.RunInfo(
+    dag_id="diabetes__train", dag_run_id="manual__1", actor="tester", event_time="2026-01-02T00:00:00"
+)
+
+
+@pytest.fixture(scope="module")
+def diabetes() -> ModelSpec:
+    return load_spec(REPO / "include/models/diabetes.yaml")
+
+
+@pytest.fixture(scope="module")
+def churn() -> ModelSpec:
+    return load_spec(REPO / "include/models/churn.yaml")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, monkeypatch_module) -> Iterator[LocalStore]:
+    import mlflow
+
+    root = tmp_path_factory.mktemp("steps")
+    store = LocalStore(root / "store")
+    write_example_data(store, start=datetime.date(2026, 3, 9), end=datetime.date(2026, 3, 11))
+    monkeypatch_module.chdir(root)
+    monkeypatch_module.setenv("MLOPS_STORE_URI", store.root_uri)
+    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    monkeypatch_module.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    get_settings.cache_clear()
+    registry.connect(f"sqlite:///{root}/mlflow.db")
+    mlflow.create_experiment("diabetes", artifact_location=(root / "artifacts").as_uri())
+    yield store
+    get_settings.cache_clear()
+    mlflow.set_tracking_uri(None)
+
+
+def test_the_steps_chain_from_ingest_to_promotion(diabetes: ModelSpec, store: LocalStore) -> None:
+    manifest = steps.ingest(diabetes, store, DIABETES_DS, None)
+    validated = steps.validate(diabetes, store, manifest, RUN)
+    assert validated["passed"] and validated["clean_rows"] == 442
+    candidate = steps.train(diabetes, store, manifest, validated, RUN)
+    evaluation = steps.evaluate(diabetes, store, validated, candidate, RUN)
+    assert evaluation["passed"] and evaluation["champion_version"] is None
+    assert json.loads(store.read_bytes("reports/diabetes/manual__1/gate_report.json"))["passed"] is True
+    registered = steps.register(diabetes, manifest, candidate, evaluation, RUN)
+    promoted = steps.promote(diabetes, store, registered, RUN)
+    assert promoted["champion_version"] == registered["version"]
+    assert promoted["actor"] == "tester" and promoted["at"] == RUN.event_time
+
+    # A second identical candidate is compared with the champion on the same holdout and passes.
+    second = steps.evaluate(
+        diabetes, store, validated, steps.train(diabetes, store, manifest, validated, RUN), RUN
+    )
+    assert second["champion_version"] == registered["version"]
+
+
+def test_ingest_refuses_a_window_without_data(diabetes: ModelSpec, store: LocalStore) -> None:
+    with pytest.raises(steps.StepRejected, match="no"):
+        steps.ingest(diabetes, store, datetime.date(2020, 1, 1), 3)
+
+
+def test_validate_refuses_the_defective_batch_after_publishing_its_quarantine(
+    churn: ModelSpec, store: LocalStore
+) -> None:
+    manifest = steps.ingest(churn, store, datetime.date(2026, 3, 10), 1)
+    run = steps.RunInfo("churn__train", "manual__defect", "tester", "2026-03-10T00:00:00")
+    with pytest.raises(steps.StepRejected, match=r"over the limit of 5\.0%.*quarantined rows: file://"):
+        steps.validate(churn, store, manifest, run)
+    rows = pd.read_parquet(store.root / "quarantine/churn/manual__defect/rows.parquet")
+    assert len(rows) == 320
+    assert store.exists("validation/churn/manual__defect/data_docs/index.html")
+    assert not store.exists("validation/churn/manual__defect/clean.parquet")
+
+
+def test_train_refuses_a_single_class(churn: ModelSpec, store: LocalStore) -> None:
+    manifest = steps.ingest(churn, store, datetime.date(2026, 3, 9), 1)
+    validated = steps.validate(churn, store, manifest, steps.RunInfo("churn__train", "single", "t", "t"))
+    clean = pd.read_parquet(store.root / validated["clean_key"])
+    clean["churned"] = 0
+    clean.to_parquet(store.root / validated["clean_key"], index=False)
+    with pytest.raises(steps.StepRejected, match="single class"):
+        steps.train(churn, store, manifest, validated, RUN)
+
+
+def test_evaluate_refuses_a_candidate_below_the_floors(diabetes: ModelSpec, store: LocalStore) -> None:
+    strict = diabetes.model_copy(update={"gates": diabetes.gates.model_copy(update={"floors": {"r2": 0.99}})})
+    manifest = steps.ingest(strict, store, DIABETES_DS, None)
+    run = steps.RunInfo("diabetes__train", "strict", "t", "t")
+    validated = steps.validate(strict, store, manifest, run)
+    candidate = steps.train(strict, store, manifest, validated, run)
+    with pytest.raises(steps.StepRejected, match=r"gate failed for diabetes: .*r2"):
+        steps.evaluate(strict, store, validated, candidate, run)
+    assert json.loads(store.read_bytes("reports/diabetes/strict/gate_report.json"))["passed"] is False
+
+
+def test_rollback_without_history_is_refused(churn: ModelSpec, store: LocalStore) -> None:
+    with pytest.raises(steps.StepRejected, match="no champion"):
+        steps.rollback(churn, store, None, "because", RUN)
