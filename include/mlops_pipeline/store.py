@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 
 class ObjectExistsError(FileExistsError):
@@ -250,7 +250,16 @@ class S3Store:
         keys = self.list(prefix)
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self.prefix + key} for key in keys[start : start + 1000]]
-            self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            response = self._client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+            )
+            # DeleteObjects answers 200 even when some keys failed: they are listed under "Errors".
+            if errors := response.get("Errors"):
+                first = errors[0]
+                raise OSError(
+                    f"could not delete {len(errors)} objects under {self.root_uri}/{prefix.strip('/')}: "
+                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
         return len(keys)
 
     def upload_file(self, local_path: Path, key: str) -> None:
@@ -261,10 +270,17 @@ class S3Store:
     def download_file(self, key: str, local_path: Path) -> None:
         """Download the object to `local_path`."""
         from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import ClientError
 
-        self._client.download_file(
-            self.bucket, self._key(key), str(local_path), Config=TransferConfig(use_threads=False)
-        )
+        try:
+            self._client.download_file(
+                self.bucket, self._key(key), str(local_path), Config=TransferConfig(use_threads=False)
+            )
+        except ClientError as exc:
+            # The same error as LocalStore and read_bytes for an absent key (the HEAD answers 404).
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(self.uri(key)) from exc
+            raise
 
 
 def s3_client_kwargs_from_env(endpoint_url: str | None = None) -> dict[str, Any]:
@@ -289,22 +305,33 @@ def open_store(uri: str, s3_client_kwargs: dict[str, Any] | None = None) -> Obje
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise ValueError(f"file store URI must be file:///absolute/path, got {uri!r}")
-        return LocalStore(Path(parsed.path))
+        # Percent-decode: LocalStore.root_uri (Path.as_uri) escapes spaces, '%', '#', ...
+        return LocalStore(Path(unquote(parsed.path)))
     if parsed.scheme == "" and uri.startswith("/"):
         return LocalStore(Path(uri))
     raise ValueError(f"unsupported store URI {uri!r}: use file:///absolute/path or s3://bucket/prefix")
 
 
 def glob_keys(store: ObjectStore, pattern: str) -> list[str]:
-    """Keys matching a shell-style `pattern` (`*`, `?`, `[..]`); lists only the part before the first wildcard."""
-    pattern = pattern.strip("/")
+    """Keys matching a shell-style `pattern` (`*`, `?`, `[..]`); lists only the part before the first wildcard.
+
+    As in a shell, wildcards match within one path segment: `a/*.csv` does not match `a/b/c.csv`.
+    """
+    parts = pattern.strip("/").split("/")
     literal_parts = []
-    for part in pattern.split("/")[:-1]:
+    for part in parts[:-1]:
         if any(ch in part for ch in "*?["):
             break
         literal_parts.append(part)
     prefix = "/".join(literal_parts)
-    return [key for key in store.list(prefix) if fnmatch.fnmatchcase(key, pattern)]
+    return [key for key in store.list(prefix) if _match_segments(key.split("/"), parts)]
+
+
+def _match_segments(key_parts: list[str], pattern_parts: list[str]) -> bool:
+    return len(key_parts) == len(pattern_parts) and all(
+        fnmatch.fnmatchcase(key_part, pattern_part)
+        for key_part, pattern_part in zip(key_parts, pattern_parts, strict=True)
+    )
 
 
 def safe_segment(value: str) -> str:
