@@ -13,11 +13,16 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
 
+    # Aliases so that a missing variable is reported by its environment name; min_length: an empty
+    # value is as missing as an absent one (an empty tracking URI would silently mean ./mlruns).
     store_uri: str = Field(
+        validation_alias="MLOPS_STORE_URI",
+        min_length=1,
         description="Root of the object store: file:///abs/path (embedded) or s3://bucket/prefix (production).",
     )
     mlflow_tracking_uri: str = Field(
         validation_alias="MLFLOW_TRACKING_URI",
+        min_length=1,
         description="MLflow tracking and registry server, e.g. http://127.0.0.1:5000.",
     )
     s3_endpoint_url: str | None = Field(
