@@ -1,0 +1,173 @@
+"""System test: the real Airflow components (api-server, scheduler, dag-processor as separate
+processes, LocalExecutor, a throwaway SQLite metadata DB) and a real MLflow server, driven only
+through their HTTP APIs, as `mlops demo` and any other client drive them.
+
+It proves what unit and `dag.test()` tests cannot: the DAG files parse in the dag-processor, the
+REST API authenticates with JWTs and validates params before a run exists, and a triggered
+`churn__train` run goes through the scheduler and executor to a champion in MLflow's registry.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from mlops_pipeline import localstack
+from mlops_pipeline.airflow_client import AirflowApiError, AirflowClient, AirflowNotFoundError
+from mlops_pipeline.example_data import write_example_data
+from mlops_pipeline.store import LocalStore
+
+pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(480)]
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_ID = "churn__train"
+# Scheduler first (no new task starts), the API server last (running tasks report to it).
+STOP_ORDER = ("airflow-scheduler", "airflow-dag-processor", "airflow-api-server", "mlflow")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The running services and how to reach them."""
+
+    airflow_url: str
+    mlflow_url: str
+    passwords: dict[str, str]
+    store: LocalStore
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Airflow's components and MLflow on free ports, every process stopped by PID afterwards."""
+    layout = localstack.StackLayout(tmp_path_factory.mktemp("system-stack"))
+    store = LocalStore(layout.store_dir)
+    write_example_data(store)
+    ports: list[int] = []
+    for _ in range(4):
+        ports.append(localstack.find_free_port(exclude=ports))
+    mlflow_port, api_port, worker_log_port, trigger_log_port = ports
+    passwords = {"admin": localstack.generate_password(), "viewer": localstack.generate_password()}
+    localstack.write_passwords_file(layout.passwords_file, passwords)
+    settings = localstack.AirflowSettings(
+        home=layout.airflow_home,
+        api_port=api_port,
+        dags_folder=REPO / "dags",
+        plugins_folder=REPO / "plugins",
+        passwords_file=layout.passwords_file,
+        worker_log_server_port=worker_log_port,
+        trigger_log_server_port=trigger_log_port,
+    )
+    mlflow_url = f"http://{localstack.LOCALHOST}:{mlflow_port}"
+    cache_dir = REPO / ".cache" / "pycache"
+    # build_env drops the AIRFLOW__* settings tests/conftest.py exported for in-process tests.
+    mlflow_env = localstack.build_env(store_uri=store.root_uri, tracking_uri=mlflow_url, cache_dir=cache_dir)
+    airflow_env = localstack.build_env(
+        store_uri=store.root_uri, tracking_uri=mlflow_url, airflow=settings, cache_dir=cache_dir
+    )
+    try:
+        mlflow = localstack.start_mlflow(layout, port=mlflow_port, env=mlflow_env)
+        components = localstack.start_airflow_components(layout, settings, airflow_env)  # migrates first
+        localstack.wait_for_mlflow(mlflow, timeout=120)
+        localstack.wait_for_airflow(
+            settings.base_url,
+            timeout=180,
+            records=components,
+            components=("metadatabase", "scheduler", "dag_processor"),
+        )
+        with AirflowClient(settings.base_url) as client:
+            client.login("admin", passwords["admin"])
+            wait_for_parsed(client, DAG_ID, timeout=120)
+        yield Stack(airflow_url=settings.base_url, mlflow_url=mlflow_url, passwords=passwords, store=store)
+    finally:
+        localstack.stop_all(layout.state_dir, timeout=15, order=STOP_ORDER)
+
+
+def wait_for_parsed(client: AirflowClient, dag_id: str, timeout: float) -> None:
+    """Poll until the dag-processor has parsed `dag_id`; fail at once on import errors."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.get_dag(dag_id)
+            return
+        except AirflowNotFoundError:
+            errors = client.list_import_errors()
+            assert not errors, "\n".join(f"{e.filename}: {e.stack_trace}" for e in errors)
+            assert time.monotonic() < deadline, f"{dag_id} not parsed after {timeout} s"
+            time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def admin(stack: Stack) -> Iterator[AirflowClient]:
+    with AirflowClient(stack.airflow_url) as client:
+        client.login("admin", stack.passwords["admin"])
+        yield client
+
+
+def test_requests_without_a_valid_token_are_refused(stack: Stack, admin: AirflowClient) -> None:
+    runs_before = admin.count_dag_runs(DAG_ID)
+    url = f"{stack.airflow_url}/api/v2/dags/{DAG_ID}/dagRuns"
+    body = {"logical_date": None, "conf": {"as_of": "2026-02-28"}}
+
+    assert httpx.post(url, json=body, timeout=30).status_code == 401
+    bad_token = httpx.post(url, json=body, headers={"Authorization": "Bearer not-a-jwt"}, timeout=30)
+    assert bad_token.status_code == 403  # Airflow 3.3: a token that does not verify is Forbidden
+    with AirflowClient(stack.airflow_url) as anonymous, pytest.raises(AirflowApiError) as wrong_password:
+        anonymous.login("admin", "not-the-password")
+    assert wrong_password.value.status_code == 401
+
+    assert admin.count_dag_runs(DAG_ID) == runs_before
+
+
+def test_a_viewer_may_read_but_not_trigger(stack: Stack, admin: AirflowClient) -> None:
+    runs_before = admin.count_dag_runs(DAG_ID)
+    with AirflowClient(stack.airflow_url) as viewer:
+        viewer.login("viewer", stack.passwords["viewer"])
+        assert viewer.get_dag(DAG_ID).dag_id == DAG_ID
+        with pytest.raises(AirflowApiError) as excinfo:
+            viewer.trigger_dag_run(DAG_ID, {"as_of": "2026-02-28"})
+    assert excinfo.value.status_code == 403
+    assert admin.count_dag_runs(DAG_ID) == runs_before
+
+
+def test_bad_params_are_refused_before_a_run_exists(admin: AirflowClient) -> None:
+    runs_before = admin.count_dag_runs(DAG_ID)
+    with pytest.raises(AirflowApiError) as excinfo:
+        admin.trigger_dag_run(DAG_ID, {"window_days": -3})
+    assert excinfo.value.status_code == 400
+    assert "window_days" in excinfo.value.detail
+    with pytest.raises(AirflowApiError) as not_a_date:
+        admin.trigger_dag_run(DAG_ID, {"as_of": "last tuesday"})
+    assert not_a_date.value.status_code == 400 and "as_of" in not_a_date.value.detail
+    assert admin.count_dag_runs(DAG_ID) == runs_before
+
+
+def test_a_triggered_run_promotes_a_champion_with_lineage(stack: Stack, admin: AirflowClient) -> None:
+    run = admin.trigger_dag_run(DAG_ID, {"as_of": "2026-02-28"})
+    finished = admin.wait_for_dag_run(DAG_ID, run.run_id, timeout=300, interval=2)
+
+    states = {ti.label: ti.state for ti in admin.list_task_instances(DAG_ID, run.run_id)}
+    assert finished.state == "success", states
+    assert set(states.values()) == {"success"}
+
+    registry = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+    champion = registry.get_model_version_by_alias("churn", "champion")
+    promoted = admin.get_xcom(DAG_ID, run.run_id, "promote")
+    assert str(promoted["champion_version"]) == champion.version
+    assert re.fullmatch(r"[0-9a-f]{64}", champion.tags["artifact_sha256"])
+    # The data hash is the ingested snapshot's: the identity of the training data.
+    manifest = admin.get_xcom(DAG_ID, run.run_id, "ingest")
+    assert champion.tags["data_sha256"] == manifest["sha256"]
+
+    # The reports the run names exist in the store.
+    evaluation = admin.get_xcom(DAG_ID, run.run_id, "evaluate")
+    validation = admin.get_xcom(DAG_ID, run.run_id, "validate")
+    for uri in (evaluation["report_html_uri"], validation["data_docs_uri"]):
+        assert uri.startswith(stack.store.root_uri)
+        assert Path(unquote(urlparse(uri).path)).exists(), uri
