@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
+from mlops_pipeline import layout
 from mlops_pipeline.ingest import SnapshotManifest
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import ModelSpec
-from mlops_pipeline.store import ObjectStore, open_store, safe_segment
+from mlops_pipeline.store import ObjectStore, open_store
 
 
 class StepRejected(RuntimeError):
@@ -45,10 +46,6 @@ class RunInfo:
 def default_store() -> ObjectStore:
     """The configured object store."""
     return open_store(get_settings().store_uri)
-
-
-def _run_prefix(area: str, model: str, run_id: str) -> str:
-    return f"{area}/{model}/{safe_segment(run_id)}"
 
 
 def ingest(spec: ModelSpec, store: ObjectStore, as_of: date, window_days: int | None) -> dict[str, Any]:
@@ -86,7 +83,7 @@ def validate(spec: ModelSpec, store: ObjectStore, manifest: dict[str, Any], run:
             f"Report: {artifacts.summary_uri}; Data Docs: {artifacts.data_docs_uri}"
             + (f"; quarantined rows: {artifacts.quarantine_uri}" if artifacts.quarantine_uri else "")
         )
-    clean_key = f"{_run_prefix('validation', spec.name, run.dag_run_id)}/clean.parquet"
+    clean_key = f"{layout.validation_prefix(spec.name, run.dag_run_id)}/clean.parquet"
     buffer = io.BytesIO()
     outcome.clean.to_parquet(buffer, index=False)
     store.write_bytes(clean_key, buffer.getvalue())
@@ -170,10 +167,11 @@ def evaluate(
         candidate={"run_id": candidate["run_id"], "holdout_rows": len(holdout)},
         champion=champion_info,
     )
-    prefix = _run_prefix("reports", spec.name, run.dag_run_id)
-    store.write_bytes(f"{prefix}/gate_report.json", report.to_json())
-    store.write_bytes(f"{prefix}/gate_report.html", render_html(report).encode())
-    json_uri, html_uri = store.uri(f"{prefix}/gate_report.json"), store.uri(f"{prefix}/gate_report.html")
+    json_key = layout.gate_report_key(spec.name, run.dag_run_id, "json")
+    html_key = layout.gate_report_key(spec.name, run.dag_run_id, "html")
+    store.write_bytes(json_key, report.to_json())
+    store.write_bytes(html_key, render_html(report).encode())
+    json_uri, html_uri = store.uri(json_key), store.uri(html_key)
     with mlflow.start_run(run_id=candidate["run_id"]):
         mlflow.log_metrics({f"holdout_{k}": v for k, v in candidate_metrics.items()})
         if champion_metrics:

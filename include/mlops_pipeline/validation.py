@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops_pipeline.layout import data_docs_key, quarantine_prefix, validation_prefix
 from mlops_pipeline.spec import ModelSpec, Policy
-from mlops_pipeline.store import ObjectStore, safe_segment
+from mlops_pipeline.store import ObjectStore
 from mlops_pipeline.training import features_frame
 
 REASONS_COLUMN = "_reasons"
@@ -448,16 +449,6 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def validation_prefix(model: str, run_id: str) -> str:
-    """Where one run's validation outputs live."""
-    return f"validation/{model}/{safe_segment(run_id)}"
-
-
-def quarantine_prefix(model: str, run_id: str) -> str:
-    """Where one run's quarantined rows live."""
-    return f"quarantine/{model}/{safe_segment(run_id)}"
-
-
 def publish_validation(
     outcome: ValidationOutcome, store: ObjectStore, model: str, run_id: str
 ) -> ValidationArtifacts:
@@ -484,12 +475,12 @@ def publish_validation(
         quarantine_uri = store.uri(f"{qprefix}/rows.parquet")
         summary["quarantine_uri"] = quarantine_uri
     store.write_bytes(f"{prefix}/result.json", _json_bytes(outcome.gx_result))
-    store.write_bytes(f"{prefix}/data_docs/index.html", outcome.data_docs_html.encode())
+    store.write_bytes(data_docs_key(model, run_id), outcome.data_docs_html.encode())
     store.write_bytes(f"{prefix}/summary.json", _json_bytes(summary))
     return ValidationArtifacts(
         result_uri=store.uri(f"{prefix}/result.json"),
         summary_uri=store.uri(f"{prefix}/summary.json"),
-        data_docs_uri=store.uri(f"{prefix}/data_docs/index.html"),
+        data_docs_uri=store.uri(data_docs_key(model, run_id)),
         quarantine_uri=quarantine_uri,
         quarantined_count=outcome.quarantined_count,
     )

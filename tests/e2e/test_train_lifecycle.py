@@ -221,3 +221,56 @@ def test_rollback_refuses_a_version_that_never_passed_its_gates(second_champion,
         client.set_model_version_tag("churn", version, "gates_passed", "true")
     assert run.state == "failed"
     assert client.get_model_version_by_alias("churn", "champion").version == "1"
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, monkeypatch_module, pipeline_env):
+    """Airflow's real API server app, in process, with the project's plugin and one admin user."""
+    from fastapi.testclient import TestClient
+
+    passwords = tmp_path_factory.mktemp("auth") / "passwords.json"
+    passwords.write_text(json.dumps({"admin": "s3cret-for-tests"}))
+    monkeypatch_module.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+    monkeypatch_module.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+    monkeypatch_module.setenv("AIRFLOW__API__BASE_URL", "http://testserver")
+    from airflow.api_fastapi.app import create_app
+
+    client = TestClient(create_app(), follow_redirects=False)
+    token = client.post("/auth/token", json={"username": "admin", "password": "s3cret-for-tests"})
+    assert token.status_code == 201, token.text
+    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    return client
+
+
+def test_task_links_lead_to_the_runs_reports(api, first_run, worse_run, mlflow_server, client) -> None:
+    def links(run_id: str, task_id: str) -> dict:
+        response = api.get(f"/api/v2/dags/churn__train/dagRuns/{run_id}/taskInstances/{task_id}/links")
+        assert response.status_code == 200, response.text
+        return {name: url for name, url in response.json()["extra_links"].items() if url}
+
+    base = f"http://testserver/mlops/runs/churn__train/{first_run.run_id}"
+    assert links(first_run.run_id, "validate") == {"Data Docs": f"{base}/data-docs"}
+    assert links(first_run.run_id, "evaluate") == {
+        "Gate report": f"{base}/gate-report",
+        "MLflow run": f"{base}/mlflow-run",
+    }
+
+    docs = api.get(f"/mlops/runs/churn__train/{first_run.run_id}/data-docs")
+    assert docs.status_code == 200 and "compiled by Great Expectations" in docs.text
+    assert "monthly_charges" in docs.text
+    # The refused candidate's report is reachable too, although its evaluate task returned nothing.
+    refused, _ = worse_run
+    report = api.get(f"/mlops/runs/churn__train/{refused.run_id}/gate-report")
+    assert report.status_code == 200 and "FAILED" in report.text
+
+    champion = client.get_model_version_by_alias("churn", "champion")
+    redirect = api.get(f"/mlops/runs/churn__train/{first_run.run_id}/mlflow-run")
+    assert redirect.status_code == 307
+    assert redirect.headers["location"].startswith(mlflow_server)
+    assert redirect.headers["location"].endswith(f"/runs/{champion.run_id}")
+
+    assert api.get("/mlops/runs/churn__train/no-such-run/gate-report").status_code == 404
+    anonymous = api.get(
+        f"/mlops/runs/churn__train/{first_run.run_id}/data-docs", headers={"Authorization": ""}
+    )
+    assert anonymous.status_code in (401, 403)
