@@ -65,8 +65,8 @@ def _split_source_uri(uri: str, default_store: ObjectStore) -> tuple[ObjectStore
     if not parsed.scheme:
         return default_store, uri.lstrip("/")
     # The store root is everything before the first templated or wildcard path segment.
-    head, _, _ = uri.partition("{")
-    root, _, _ = head.rpartition("/")
+    cut = min(index for index in (uri.find(ch) for ch in "{*?[") if index >= 0)  # "{ds}" is always there
+    root, _, _ = uri[:cut].rpartition("/")
     pattern = uri[len(root) :].lstrip("/")
     return open_store(root), pattern
 
