@@ -140,6 +140,7 @@ def log_candidate(
     """Log params, metrics, the dataset (with its sha256 as digest), versions and the model to a new run."""
     import mlflow
     import mlflow.sklearn
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     experiment = mlflow.set_experiment(spec.name)
@@ -149,7 +150,7 @@ def log_candidate(
         mlflow.log_params(result.params)
         mlflow.log_params({"train_rows": result.train_rows, "holdout_rows": result.holdout_rows})
         mlflow.log_metrics({**training_metrics, "fit_seconds": result.fit_seconds})
-        dataset = mlflow.data.from_pandas(
+        dataset = from_pandas(
             clean,
             source=snapshot.data_uri,
             targets=spec.target,
