@@ -45,8 +45,13 @@ def features_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
         values = frame[name]
         if feature.type in ("number", "integer", "boolean"):
             columns[name] = pd.to_numeric(values, errors="coerce").astype("float64")
+            if feature.type == "boolean":
+                # Raw text as validation accepts it ("true"/"False"), not only 0/1.
+                words = values.astype(str).str.strip().str.lower().map({"true": 1.0, "false": 0.0})
+                columns[name] = columns[name].fillna(words)
         else:
-            columns[name] = values.astype(object).where(values.notna(), np.nan)
+            # str, so that a category sent as a number (1) matches the spec's allowed value ("1").
+            columns[name] = values.astype(str).where(values.notna(), np.nan).astype(object)
     return pd.DataFrame(columns, index=frame.index)
 
 

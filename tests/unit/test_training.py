@@ -1,0 +1,354 @@
+"""Training: the hashed holdout split, feature typing, the pipeline and deterministic fits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier, RandomForestRegressor
+from sklearn.linear_model import LogisticRegression, Ridge
+from threadpoolctl import threadpool_limits
+
+from mlops_pipeline.spec import ModelSpec
+from mlops_pipeline.training import (
+    build_pipeline,
+    features_frame,
+    holdout_mask,
+    make_estimator,
+    split_frame,
+    target_series,
+    train_model,
+)
+
+COLOURS = ["red", "blue", "green"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny fits: OpenMP threads only spin-wait on a busy machine (a 50 ms fit becomes 2 s)."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+def make_spec(
+    kind: str = "logistic_regression",
+    task: str = "classification",
+    params: dict[str, Any] | None = None,
+    features: dict[str, Any] | None = None,
+    seed: int = 42,
+) -> ModelSpec:
+    return ModelSpec.model_validate(
+        {
+            "name": "demo",
+            "task": task,
+            "source": {"uri": "landing/demo/ds={ds}/*.csv"},
+            "id_column": "id",
+            "target": "label",
+            "features": features
+            or {
+                "x": {"type": "number", "nullable": True},
+                "n": {"type": "integer"},
+                "colour": {"type": "category", "allowed": COLOURS, "nullable": True},
+                "flag": {"type": "boolean"},
+            },
+            "estimator": {"kind": kind, "params": params or {}},
+            "split": {"holdout_fraction": 0.25, "seed": seed},
+            "gates": {"primary_metric": "roc_auc" if task == "classification" else "rmse"},
+        }
+    )
+
+
+def clean_frame(rows: int = 400, seed: int = 0, start: int = 0) -> pd.DataFrame:
+    """Rows as validation publishes them: numbers float, categories text, booleans 0/1, int labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=rows)
+    n = rng.integers(0, 10, size=rows)
+    colour = rng.choice(COLOURS, size=rows)
+    flag = rng.integers(0, 2, size=rows)
+    logit = 2.5 * x + 1.5 * (colour == "red") - 1.0 * flag + 0.1 * (n - 5)
+    label = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    return pd.DataFrame(
+        {
+            "id": [f"r{i:06d}" for i in range(start, start + rows)],
+            "x": x,
+            "n": n.astype(float),
+            "colour": colour.astype(object),
+            "flag": flag.astype(float),
+            "label": label,
+        }
+    )
+
+
+# --- the holdout split ---------------------------------------------------------------------------
+
+
+def test_holdout_mask_is_deterministic_and_near_the_fraction() -> None:
+    ids = pd.Series([f"id-{i}" for i in range(20_000)])
+    first = holdout_mask(ids, 0.2, seed=42)
+    assert first.dtype == bool
+    assert np.array_equal(first, holdout_mask(ids.copy(), 0.2, seed=42))
+    assert abs(first.mean() - 0.2) < 0.01
+
+
+def test_a_rows_side_depends_only_on_its_id_and_the_seed() -> None:
+    ids = pd.Series([f"id-{i}" for i in range(2_000)])
+    alone = holdout_mask(ids, 0.3, seed=7)
+    # More rows arrive, in another order, with another index: existing ids keep their side.
+    grown = pd.concat([pd.Series([f"new-{i}" for i in range(3_000)]), ids[::-1]], ignore_index=True)
+    grown.index = grown.index + 1_000
+    grown_mask = pd.Series(holdout_mask(grown, 0.3, seed=7), index=grown.to_numpy())
+    assert np.array_equal(grown_mask.loc[ids.to_numpy()].to_numpy(), alone)
+
+
+def test_a_larger_fraction_only_adds_rows_to_the_holdout() -> None:
+    ids = pd.Series(range(5_000))
+    small, large = holdout_mask(ids, 0.1, 1), holdout_mask(ids, 0.3, 1)
+    assert not (small & ~large).any()
+    assert large.sum() > small.sum()
+
+
+def test_another_seed_gives_another_split() -> None:
+    ids = pd.Series([f"id-{i}" for i in range(1_000)])
+    assert not np.array_equal(holdout_mask(ids, 0.2, 1), holdout_mask(ids, 0.2, 2))
+
+
+def test_numeric_and_text_ids_with_the_same_text_land_on_the_same_side() -> None:
+    assert np.array_equal(
+        holdout_mask(pd.Series([1, 22, 333]), 0.5, 3), holdout_mask(pd.Series(["1", "22", "333"]), 0.5, 3)
+    )
+
+
+def test_split_frame_partitions_the_rows_by_id() -> None:
+    spec = make_spec()
+    frame = clean_frame(1_000)
+    split = split_frame(frame, spec)
+    assert len(split.train) + len(split.holdout) == len(frame)
+    assert set(split.train["id"]).isdisjoint(split.holdout["id"])
+    assert 0.2 < len(split.holdout) / len(frame) < 0.3
+    grown = split_frame(pd.concat([clean_frame(500, seed=1, start=5_000), frame]), spec)
+    assert set(split.holdout["id"]) <= set(grown.holdout["id"])
+    assert set(split.train["id"]) <= set(grown.train["id"])
+
+
+# --- typing features and targets ----------------------------------------------------------------
+
+
+def test_features_frame_types_raw_text_columns_in_spec_order() -> None:
+    spec = make_spec()
+    raw = pd.DataFrame(
+        {
+            "label": ["1", "0", "1", "0"],
+            "flag": ["true", "0", "False", None],
+            "colour": ["red", None, "purple", "blue"],
+            "n": ["3", "4", None, "x"],
+            "x": ["1.5", "-2e1", "n/a", None],
+            "id": ["a", "b", "c", "d"],
+        }
+    )
+    features = features_frame(raw, spec)
+    assert list(features.columns) == ["x", "n", "colour", "flag"]
+    assert features["x"].dtype == "float64"
+    assert features["x"].tolist()[:2] == [1.5, -20.0]
+    assert features["x"].isna().tolist() == [False, False, True, True]
+    assert features["n"].isna().tolist() == [False, False, True, True]
+    assert features["flag"].tolist()[:3] == [1.0, 0.0, 0.0]
+    assert np.isnan(features["flag"].iloc[3])
+    assert features["colour"].dtype == object
+    assert features["colour"].tolist()[::2] == ["red", "purple"]
+    assert features["colour"].isna().tolist() == [False, True, False, False]
+
+
+def test_features_frame_accepts_already_typed_columns() -> None:
+    spec = make_spec()
+    frame = clean_frame(5)
+    frame["flag"] = [True, False, True, False, True]
+    features = features_frame(frame, spec)
+    assert features["flag"].tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
+    assert features["x"].tolist() == frame["x"].tolist()
+    assert features.index.equals(frame.index)
+
+
+def test_categories_sent_as_numbers_match_their_text_in_the_spec() -> None:
+    spec = make_spec(features={"sex": {"type": "category", "allowed": ["1", "2"]}})
+    features = features_frame(pd.DataFrame({"sex": [1, 2, None]}, dtype=object), spec)
+    assert features["sex"].tolist()[:2] == ["1", "2"]
+    assert pd.isna(features["sex"].iloc[2])
+
+
+def test_target_series_is_int_for_classification_and_float_for_regression() -> None:
+    frame = pd.DataFrame({"label": ["1", "0", "1.0"]})
+    labels = target_series(frame, make_spec())
+    assert labels.dtype == "int64" and labels.tolist() == [1, 0, 1]
+    values = target_series(pd.DataFrame({"label": ["1.5", "2"]}), make_spec("ridge", "regression"))
+    assert values.dtype == "float64" and values.tolist() == [1.5, 2.0]
+
+
+def test_a_non_numeric_target_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        target_series(pd.DataFrame({"label": ["yes", "no"]}), make_spec())
+
+
+# --- the pipeline and its estimator -------------------------------------------------------------
+
+
+def test_linear_models_get_scaling_and_tree_models_do_not() -> None:
+    for kind, scaled in [("logistic_regression", True), ("hist_gradient_boosting", False)]:
+        preprocess: ColumnTransformer = build_pipeline(make_spec(kind)).named_steps["preprocess"]
+        numeric = dict((name, step) for name, step, _ in preprocess.transformers)["numeric"]
+        assert ("scale" in numeric.named_steps) is scaled
+
+
+def test_the_encoder_knows_the_spec_categories_and_ignores_unknown_ones() -> None:
+    preprocess = build_pipeline(make_spec()).named_steps["preprocess"]
+    transformers = {name: (step, columns) for name, step, columns in preprocess.transformers}
+    assert transformers["numeric"][1] == ["x", "n", "flag"]
+    step, columns = transformers["categorical"]
+    assert columns == ["colour"]
+    encoder = step.named_steps["encode"]
+    assert encoder.categories == [COLOURS]
+    assert encoder.handle_unknown == "ignore"
+    assert encoder.sparse_output is False
+
+
+def test_a_spec_with_only_numeric_or_only_categorical_features_builds_one_branch() -> None:
+    numeric_only = build_pipeline(make_spec(features={"x": {"type": "number"}}))
+    assert [name for name, _, _ in numeric_only.named_steps["preprocess"].transformers] == ["numeric"]
+    category_only = build_pipeline(make_spec(features={"c": {"type": "category", "allowed": ["a"]}}))
+    assert [name for name, _, _ in category_only.named_steps["preprocess"].transformers] == ["categorical"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "task", "cls"),
+    [
+        ("logistic_regression", "classification", LogisticRegression),
+        ("hist_gradient_boosting", "classification", HistGradientBoostingClassifier),
+        ("random_forest", "classification", RandomForestClassifier),
+        ("random_forest", "regression", RandomForestRegressor),
+        ("ridge", "regression", Ridge),
+    ],
+)
+def test_make_estimator_builds_the_spec_class_seeded_by_the_split_seed(
+    kind: str, task: str, cls: type
+) -> None:
+    estimator = make_estimator(make_spec(kind, task, seed=123))
+    assert type(estimator) is cls
+    assert estimator.get_params()["random_state"] == 123
+
+
+def test_estimator_params_are_passed_and_an_explicit_random_state_wins() -> None:
+    estimator = make_estimator(make_spec("random_forest", params={"n_estimators": 7, "random_state": 5}))
+    assert estimator.get_params()["n_estimators"] == 7
+    assert estimator.get_params()["random_state"] == 5
+
+
+def test_an_unknown_estimator_param_names_the_model() -> None:
+    with pytest.raises(ValueError, match=r"estimator\.params of demo: .*n_trees"):
+        make_estimator(make_spec("random_forest", params={"n_trees": 7}))
+
+
+# --- fitting -------------------------------------------------------------------------------------
+
+
+def test_train_model_fits_on_the_train_rows_and_learns_the_signal() -> None:
+    spec = make_spec()
+    frame = clean_frame(800)
+    result = train_model(frame, spec)
+    split = split_frame(frame, spec)
+    assert (result.train_rows, result.holdout_rows) == (len(split.train), len(split.holdout))
+    assert result.fit_seconds >= 0
+    assert result.params == {
+        "estimator": "logistic_regression",
+        "split.holdout_fraction": 0.25,
+        "split.seed": 42,
+    }
+    accuracy = (result.pipeline.predict(features_frame(split.holdout, spec)) == split.holdout["label"]).mean()
+    assert accuracy > 0.75
+
+
+def test_train_model_records_the_estimator_params() -> None:
+    spec = make_spec("random_forest", params={"n_estimators": 5, "max_depth": 3})
+    result = train_model(clean_frame(300), spec)
+    assert result.params["estimator.n_estimators"] == 5
+    assert result.params["estimator.max_depth"] == 3
+    assert result.pipeline.named_steps["model"].n_estimators == 5
+
+
+def test_nulls_are_imputed_with_the_training_median_and_most_frequent_category() -> None:
+    spec = make_spec()
+    frame = clean_frame(600)
+    frame.loc[::7, "x"] = np.nan
+    frame.loc[::5, "colour"] = None
+    result = train_model(frame, spec)
+    train = split_frame(frame, spec).train
+    row = features_frame(train.iloc[[0]], spec)
+    with_nulls = row.assign(x=np.nan, colour=np.nan)
+    imputed = row.assign(x=train["x"].median(), colour=train["colour"].mode().iloc[0])
+    proba = result.pipeline.predict_proba(with_nulls)
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba, result.pipeline.predict_proba(imputed))
+
+
+def test_an_unseen_category_is_scored_as_no_known_category() -> None:
+    spec = make_spec("hist_gradient_boosting", params={"max_iter": 20})
+    result = train_model(clean_frame(600), spec)
+    rows = features_frame(clean_frame(3, seed=9), spec).assign(colour="purple")
+    proba = result.pipeline.predict_proba(rows)
+    assert proba.shape == (3, 2)
+    assert np.isfinite(proba).all()
+    encoded = result.pipeline.named_steps["preprocess"].transform(rows)
+    colour_columns = [
+        i for i, name in enumerate(result.pipeline[:-1].get_feature_names_out()) if "colour" in name
+    ]
+    assert len(colour_columns) == 3
+    assert (encoded[:, colour_columns] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [("random_forest", {"n_estimators": 10}), ("hist_gradient_boosting", {"max_iter": 20})],
+)
+def test_the_same_seed_gives_identical_predictions(kind: str, params: dict[str, Any]) -> None:
+    spec = make_spec(kind, params=params)
+    frame = clean_frame(600)
+    probe = features_frame(clean_frame(50, seed=3), spec)
+    first = train_model(frame, spec).pipeline.predict_proba(probe)
+    second = train_model(frame.sample(frac=1.0, random_state=0).sort_index(), spec).pipeline.predict_proba(
+        probe
+    )
+    assert np.array_equal(first, second)
+
+
+def test_a_random_forest_with_another_seed_predicts_differently() -> None:
+    frame = clean_frame(600)
+    probe = features_frame(clean_frame(50, seed=3), make_spec())
+    one = train_model(frame, make_spec("random_forest", params={"n_estimators": 10}, seed=1))
+    two = train_model(frame, make_spec("random_forest", params={"n_estimators": 10}, seed=2))
+    assert not np.array_equal(one.pipeline.predict_proba(probe), two.pipeline.predict_proba(probe))
+
+
+def test_a_regression_pipeline_fits_and_predicts_floats() -> None:
+    spec = make_spec("ridge", "regression")
+    frame = clean_frame(400)
+    frame["label"] = 3.0 * frame["x"] + frame["n"] + np.random.default_rng(1).normal(0, 0.1, len(frame))
+    result = train_model(frame, spec)
+    holdout = split_frame(frame, spec).holdout
+    predicted = result.pipeline.predict(features_frame(holdout, spec))
+    assert predicted.dtype == np.float64
+    assert np.abs(predicted - holdout["label"].to_numpy()).mean() < 0.5
+
+
+def test_too_few_rows_for_a_holdout_is_an_error() -> None:
+    frame = clean_frame(400)
+    one_train_row = frame[~holdout_mask(frame["id"], 0.25, 42)].iloc[:1]
+    with pytest.raises(ValueError, match="demo: 1 clean rows give an empty train or holdout set"):
+        train_model(one_train_row, make_spec())
+
+
+def test_a_single_class_cannot_be_fitted() -> None:
+    frame = clean_frame(200).assign(label=1)
+    with pytest.raises(ValueError, match=r"demo: training data has a single class \(1\)"):
+        train_model(frame, make_spec())
