@@ -1,0 +1,429 @@
+"""Evaluation: holdout metrics, slices, latency, and the pure promotion gate with its HTML report."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_limits
+
+from mlops_pipeline.evaluation import (
+    GateReport,
+    SliceMetrics,
+    compute_metrics,
+    evaluate_gates,
+    latency_p95_ms_per_1k,
+    model_metrics,
+    render_html,
+    slice_metrics,
+)
+from mlops_pipeline.spec import ModelSpec
+from mlops_pipeline.training import features_frame, split_frame, target_series, train_model
+
+COLOURS = ["red", "blue", "green"]
+
+
+def classifier_spec(**gates: Any) -> ModelSpec:
+    return ModelSpec.model_validate(
+        {
+            "name": "demo",
+            "task": "classification",
+            "source": {"uri": "landing/demo/ds={ds}/*.csv"},
+            "id_column": "id",
+            "target": "label",
+            "features": {
+                "x": {"type": "number"},
+                "colour": {"type": "category", "allowed": COLOURS},
+            },
+            "estimator": {"kind": "logistic_regression"},
+            "gates": {
+                "primary_metric": "roc_auc",
+                "floors": {"roc_auc": 0.7, "accuracy": 0.6},
+                "max_regression": 0.01,
+                "slices": [{"column": "colour", "floors": {"roc_auc": 0.6}, "min_rows": 30}],
+                "max_latency_ms_per_1k": 250,
+                "max_model_size_mb": 20,
+                **gates,
+            },
+        }
+    )
+
+
+def regressor_spec(**gates: Any) -> ModelSpec:
+    return ModelSpec.model_validate(
+        {
+            "name": "reg",
+            "task": "regression",
+            "source": {"uri": "landing/reg/ds={ds}/*.csv"},
+            "id_column": "id",
+            "target": "label",
+            "features": {"x": {"type": "number"}, "group": {"type": "category", "allowed": ["a", "b"]}},
+            "estimator": {"kind": "ridge"},
+            "gates": {
+                "primary_metric": "rmse",
+                "floors": {"r2": 0.3, "rmse": 60.0},
+                "max_regression": 1.0,
+                **gates,
+            },
+        }
+    )
+
+
+GOOD = {"roc_auc": 0.82, "accuracy": 0.75, "f1": 0.7}
+
+
+def gate(spec: ModelSpec, candidate_metrics: dict[str, float], **kwargs: Any) -> GateReport:
+    arguments: dict[str, Any] = {
+        "champion_metrics": None,
+        "slices": [],
+        "latency_ms_per_1k": 10.0,
+        "model_size_mb": 1.0,
+    }
+    arguments.update(kwargs)
+    return evaluate_gates(spec, candidate_metrics, **arguments)
+
+
+def check(report: GateReport, name: str) -> Any:
+    matches = [c for c in report.checks if c.name == name]
+    assert len(matches) == 1, [c.name for c in report.checks]
+    return matches[0]
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def test_regression_metrics_have_known_values() -> None:
+    metrics = compute_metrics(
+        "regression", np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 6.0]), None
+    )
+    assert metrics == pytest.approx({"rmse": 1.0, "mae": 0.5, "r2": 0.2})
+
+
+def test_classification_metrics_with_probabilities_have_known_values() -> None:
+    y_true = np.array([0, 0, 1, 1])
+    y_pred = np.array([0, 1, 1, 1])
+    proba = np.array([0.1, 0.6, 0.7, 0.9])
+    metrics = compute_metrics("classification", y_true, y_pred, proba)
+    assert metrics["accuracy"] == pytest.approx(0.75)
+    assert metrics["precision"] == pytest.approx(2 / 3)
+    assert metrics["recall"] == pytest.approx(1.0)
+    assert metrics["f1"] == pytest.approx(0.8)
+    assert metrics["roc_auc"] == pytest.approx(1.0)
+    expected_log_loss = -np.mean(np.log([0.9, 0.4, 0.7, 0.9]))
+    assert metrics["log_loss"] == pytest.approx(expected_log_loss)
+
+
+def test_probability_metrics_need_probabilities_and_both_classes() -> None:
+    y = np.array([0, 1, 1])
+    assert set(compute_metrics("classification", y, y, None)) == {"accuracy", "f1", "precision", "recall"}
+    one_class = compute_metrics("classification", np.array([1, 1]), np.array([1, 0]), np.array([0.9, 0.2]))
+    assert "roc_auc" not in one_class and "log_loss" not in one_class
+    assert one_class["accuracy"] == 0.5
+
+
+def test_no_positive_prediction_gives_zero_precision_not_an_error() -> None:
+    metrics = compute_metrics("classification", np.array([0, 1]), np.array([0, 0]), None)
+    assert metrics["precision"] == 0.0 and metrics["f1"] == 0.0
+
+
+def test_certain_wrong_probabilities_give_a_finite_log_loss() -> None:
+    metrics = compute_metrics("classification", np.array([0, 1]), np.array([1, 0]), np.array([1.0, 0.0]))
+    assert math.isfinite(metrics["log_loss"])
+    assert metrics["roc_auc"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def fitted() -> Iterator[tuple[ModelSpec, Any, pd.DataFrame]]:
+    """A small fitted classifier and its holdout, computed with one thread (the machine may be busy)."""
+    spec = classifier_spec()
+    rng = np.random.default_rng(0)
+    rows = 800
+    x = rng.normal(size=rows)
+    colour = rng.choice(COLOURS, size=rows, p=[0.45, 0.45, 0.10])
+    label = (rng.random(rows) < 1 / (1 + np.exp(-(2 * x + (colour == "red"))))).astype(int)
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(rows)], "x": x, "colour": colour, "label": label})
+    with threadpool_limits(limits=1):
+        pipeline = train_model(frame, spec).pipeline
+        yield spec, pipeline, split_frame(frame, spec).holdout
+
+
+def test_model_metrics_score_the_pipeline_on_the_frame(fitted: tuple[ModelSpec, Any, pd.DataFrame]) -> None:
+    spec, pipeline, holdout = fitted
+    metrics = model_metrics(pipeline, holdout, spec)
+    features = features_frame(holdout, spec)
+    expected = compute_metrics(
+        "classification",
+        target_series(holdout, spec).to_numpy(),
+        pipeline.predict(features),
+        pipeline.predict_proba(features)[:, 1],
+    )
+    assert metrics == expected
+    assert metrics["roc_auc"] > 0.75
+
+
+def test_slice_metrics_cover_each_value_of_the_slice_column(
+    fitted: tuple[ModelSpec, Any, pd.DataFrame],
+) -> None:
+    spec, pipeline, holdout = fitted
+    slices = slice_metrics(pipeline, holdout, spec)
+    assert [(s.column, s.value) for s in slices] == [
+        ("colour", "blue"),
+        ("colour", "green"),
+        ("colour", "red"),
+    ]
+    assert sum(s.rows for s in slices) == len(holdout)
+    red = holdout[holdout["colour"] == "red"]
+    assert slices[2].rows == len(red)
+    assert slices[2].metrics == model_metrics(pipeline, red, spec)
+
+
+def test_latency_is_a_positive_p95_in_milliseconds(fitted: tuple[ModelSpec, Any, pd.DataFrame]) -> None:
+    spec, pipeline, holdout = fitted
+    assert len(holdout) < 1000  # resampled up to 1000 rows
+    latency = latency_p95_ms_per_1k(pipeline, holdout, spec, repeats=3)
+    assert isinstance(latency, float)
+    assert 0 < latency < 5_000
+
+
+# --- the gate: floors ----------------------------------------------------------------------------
+
+
+def test_a_candidate_above_every_floor_without_champion_passes() -> None:
+    report = gate(classifier_spec(), GOOD)
+    assert report.passed
+    assert report.failures == []
+    assert [c.name for c in report.checks] == [
+        "floor:accuracy",
+        "floor:roc_auc",
+        "latency_p95_ms_per_1k",
+        "model_size_mb",
+    ]
+    assert report.model == "demo"
+    assert report.champion is None and report.champion_metrics is None
+
+
+def test_each_floor_passes_or_fails_on_its_own() -> None:
+    report = gate(classifier_spec(), {**GOOD, "roc_auc": 0.65})
+    assert not report.passed
+    assert check(report, "floor:accuracy").passed
+    failed = check(report, "floor:roc_auc")
+    assert (failed.passed, failed.value, failed.threshold) == (False, 0.65, 0.7)
+    assert report.failures == ["roc_auc 0.6500 must be >= 0.7"]
+
+
+def test_a_metric_exactly_on_its_floor_passes() -> None:
+    assert gate(classifier_spec(), {"roc_auc": 0.7, "accuracy": 0.6}).passed
+
+
+def test_a_missing_floor_metric_fails() -> None:
+    report = gate(classifier_spec(), {"accuracy": 0.9})
+    assert report.failures == ["roc_auc missing must be >= 0.7"]
+    assert check(report, "floor:roc_auc").value is None
+
+
+def test_a_lower_is_better_floor_is_a_ceiling() -> None:
+    spec = regressor_spec()
+    assert gate(spec, {"rmse": 59.0, "r2": 0.5}).passed
+    report = gate(spec, {"rmse": 61.0, "r2": 0.5})
+    assert report.failures == ["rmse 61.0000 must be <= 60.0"]
+    assert gate(spec, {"rmse": 50.0, "r2": 0.2}).failures == ["r2 0.2000 must be >= 0.3"]
+
+
+def test_a_nan_metric_fails_its_floor() -> None:
+    assert not check(gate(classifier_spec(), {**GOOD, "roc_auc": float("nan")}), "floor:roc_auc").passed
+
+
+# --- the gate: no regression against the champion ------------------------------------------------
+
+
+@pytest.mark.parametrize(("candidate", "passed"), [(0.85, True), (0.795, True), (0.785, False)])
+def test_no_regression_higher_is_better_allows_the_tolerance(candidate: float, passed: bool) -> None:
+    report = gate(classifier_spec(), {**GOOD, "roc_auc": candidate}, champion_metrics={"roc_auc": 0.80})
+    regression = check(report, "no_regression:roc_auc")
+    assert regression.kind == "regression"
+    assert regression.threshold == pytest.approx(0.79)
+    assert regression.passed is passed
+    assert report.passed is passed
+    assert "vs champion 0.8000 (tolerance 0.01) must be >= 0.7900" in regression.message
+
+
+@pytest.mark.parametrize(("candidate", "passed"), [(45.0, True), (50.9, True), (51.1, False)])
+def test_no_regression_lower_is_better_rmse_may_not_rise_beyond_the_tolerance(
+    candidate: float, passed: bool
+) -> None:
+    report = gate(
+        regressor_spec(), {"rmse": candidate, "r2": 0.5}, champion_metrics={"rmse": 50.0, "r2": 0.6}
+    )
+    regression = check(report, "no_regression:rmse")
+    assert regression.threshold == 51.0
+    assert regression.passed is passed
+    assert "must be <= 51.0000" in regression.message
+
+
+def test_a_better_rmse_passes_even_with_zero_tolerance() -> None:
+    spec = regressor_spec(max_regression=0.0)
+    assert check(
+        gate(spec, {"rmse": 49.0, "r2": 0.5}, champion_metrics={"rmse": 50.0}), "no_regression:rmse"
+    ).passed
+    assert not check(
+        gate(spec, {"rmse": 50.01, "r2": 0.5}, champion_metrics={"rmse": 50.0}), "no_regression:rmse"
+    ).passed
+
+
+def test_no_regression_check_without_a_champion_value_for_the_primary_metric() -> None:
+    report = gate(classifier_spec(), GOOD, champion_metrics={"accuracy": 0.99})
+    assert not any(c.kind == "regression" for c in report.checks)
+    assert report.passed
+
+
+def test_a_candidate_without_the_primary_metric_fails_against_a_champion() -> None:
+    spec = classifier_spec(floors={})
+    report = gate(spec, {"accuracy": 0.9}, champion_metrics={"roc_auc": 0.8})
+    assert report.failures == ["roc_auc missing vs champion 0.8000 (tolerance 0.01) must be >= 0.7900"]
+
+
+# --- the gate: slices, latency, size -------------------------------------------------------------
+
+
+def slice_result(value: str, rows: int, roc_auc: float | None, column: str = "colour") -> SliceMetrics:
+    return SliceMetrics(column, value, rows, {} if roc_auc is None else {"roc_auc": roc_auc})
+
+
+def test_slice_floors_gate_slices_with_enough_rows() -> None:
+    slices = [slice_result("blue", 100, 0.7), slice_result("red", 100, 0.55)]
+    report = gate(classifier_spec(), GOOD, slices=slices)
+    assert check(report, "slice:colour=blue:roc_auc").passed
+    red = check(report, "slice:colour=red:roc_auc")
+    assert (red.kind, red.passed, red.value, red.threshold) == ("slice", False, 0.55, 0.6)
+    assert report.failures == ["slice:colour=red:roc_auc 0.5500 must be >= 0.6"]
+
+
+def test_a_slice_below_min_rows_is_reported_but_not_gated() -> None:
+    report = gate(
+        classifier_spec(), GOOD, slices=[slice_result("green", 29, 0.1), slice_result("red", 30, 0.1)]
+    )
+    small = check(report, "slice:colour=green:roc_auc")
+    assert small.passed
+    assert small.value == 0.1
+    assert "29 rows, below min_rows 30: reported, not gated" in small.message
+    assert not check(report, "slice:colour=red:roc_auc").passed
+
+
+def test_a_slice_without_the_metric_fails() -> None:
+    report = gate(classifier_spec(), GOOD, slices=[slice_result("red", 100, None)])
+    assert report.failures == ["slice:colour=red:roc_auc missing must be >= 0.6"]
+
+
+def test_slices_of_columns_the_gate_does_not_name_are_ignored() -> None:
+    report = gate(classifier_spec(), GOOD, slices=[slice_result("x", 500, 0.1, column="region")])
+    assert report.passed
+    assert not any(c.kind == "slice" for c in report.checks)
+
+
+def test_lower_is_better_slice_floors_are_ceilings() -> None:
+    spec = regressor_spec(slices=[{"column": "group", "floors": {"mae": 5.0}, "min_rows": 1}])
+    slices = [SliceMetrics("group", "a", 10, {"mae": 4.0}), SliceMetrics("group", "b", 10, {"mae": 6.0})]
+    report = gate(spec, {"rmse": 10.0, "r2": 0.9}, slices=slices)
+    assert check(report, "slice:group=a:mae").passed
+    assert report.failures == ["slice:group=b:mae 6.0000 must be <= 5.0"]
+
+
+@pytest.mark.parametrize(("latency", "passed"), [(249.9, True), (250.0, True), (250.1, False)])
+def test_latency_budget(latency: float, passed: bool) -> None:
+    report = gate(classifier_spec(), GOOD, latency_ms_per_1k=latency)
+    result = check(report, "latency_p95_ms_per_1k")
+    assert (result.kind, result.threshold, result.passed) == ("latency", 250.0, passed)
+    assert report.passed is passed
+    if not passed:
+        assert report.failures == ["p95 latency 250.1 ms per 1k rows must be <= 250.0"]
+
+
+@pytest.mark.parametrize(("size", "passed"), [(19.99, True), (20.0, True), (20.5, False)])
+def test_model_size_budget(size: float, passed: bool) -> None:
+    report = gate(classifier_spec(), GOOD, model_size_mb=size)
+    result = check(report, "model_size_mb")
+    assert (result.kind, result.threshold, result.passed) == ("size", 20.0, passed)
+    if not passed:
+        assert report.failures == ["model size 20.50 MB must be <= 20.0"]
+
+
+def test_every_failure_is_listed() -> None:
+    report = gate(
+        classifier_spec(),
+        {"roc_auc": 0.5, "accuracy": 0.5},
+        champion_metrics={"roc_auc": 0.9},
+        slices=[slice_result("red", 100, 0.5)],
+        latency_ms_per_1k=999.0,
+        model_size_mb=99.0,
+    )
+    assert not report.passed
+    assert len(report.failures) == 6
+    assert {c.kind for c in report.checks if not c.passed} == {
+        "floor",
+        "regression",
+        "slice",
+        "latency",
+        "size",
+    }
+
+
+def test_the_gate_is_pure_and_its_json_is_stable() -> None:
+    arguments: dict[str, Any] = {
+        "champion_metrics": {"roc_auc": 0.8},
+        "slices": [slice_result("red", 100, 0.7)],
+        "candidate": {"run_id": "abc", "holdout_rows": 160},
+        "champion": {"version": "3"},
+    }
+    first = gate(classifier_spec(), GOOD, **arguments)
+    assert first == gate(classifier_spec(), dict(GOOD), **arguments)
+    data = json.loads(first.to_json())
+    assert data["passed"] is True and data["failures"] == []
+    assert data["candidate"] == {"run_id": "abc", "holdout_rows": 160}
+    assert data["champion"] == {"version": "3"}
+    assert data["candidate_metrics"] == GOOD
+    assert [c["name"] for c in data["checks"]] == [c.name for c in first.checks]
+    assert first.to_json() == json.dumps(data, indent=2, sort_keys=True).encode()
+
+
+# --- the HTML report -----------------------------------------------------------------------------
+
+
+def test_render_html_shows_the_verdict_checks_and_metrics() -> None:
+    passed = gate(classifier_spec(), GOOD, champion_metrics={"roc_auc": 0.8}, champion={"version": "3"})
+    page = render_html(passed)
+    assert page.startswith("<!doctype html>")
+    assert "<span>PASSED</span>" in page
+    assert "<title>Gate report: demo</title>" in page
+    assert "<td>floor:roc_auc</td>" in page
+    assert "<tr><td>roc_auc</td><td>0.8200</td><td>0.8000</td></tr>" in page
+    assert "<tr><td>f1</td><td>0.7000</td><td>missing</td></tr>" in page
+    assert "&quot;version&quot;: &quot;3&quot;" in page
+
+    failed = render_html(gate(classifier_spec(), {**GOOD, "roc_auc": 0.1}))
+    assert "<span>FAILED</span>" in failed
+    assert "<tr class='bad'>" in failed
+    assert "none (first model)" in failed
+    assert "<tr><td>roc_auc</td><td>0.1000</td><td>—</td></tr>" in failed
+
+
+def test_render_html_escapes_everything_it_did_not_write() -> None:
+    evil = "<script>alert('x')</script>"
+    report = gate(
+        classifier_spec(),
+        {**GOOD, evil: 1.0},
+        champion_metrics={"roc_auc": 0.8},
+        slices=[slice_result(evil, 100, 0.1)],
+        candidate={"run_id": evil},
+        champion={"note": evil},
+    )
+    page = render_html(report)
+    assert "<script>" not in page
+    assert "&lt;script&gt;" in page
+    # Rules with comparisons are text, not markup.
+    assert "must be &gt;= 0.7" in page
+    assert "alert(&#x27;x&#x27;)" in page
