@@ -285,8 +285,6 @@ def _start_or_reuse_mlflow(
 ) -> tuple[localstack.ServiceRecord, bool]:
     if (record := localstack.running_service(layout.state_dir, "mlflow")) is not None:
         return record, False
-    localstack.stop_service(layout.state_dir, "mlflow")  # a stale record, and anything it left behind
-    localstack.ensure_port_free(port, "the MLflow server", "MLFLOW_PORT")
     env = localstack.build_env(
         store_uri=layout.store_dir.resolve().as_uri(),
         tracking_uri=f"http://{localstack.LOCALHOST}:{port}",
