@@ -1,4 +1,5 @@
-"""DAG factory: every model spec in include/models/ becomes `<model>__train` and `<model>__rollback`.
+"""DAG factory: every model spec in include/models/ becomes `<model>__train`, `<model>__rollback`
+and, when the spec has a scoring section, `<model>__score`.
 
 This file only declares. Each task is a thin wrapper around `mlops_pipeline.steps`; heavy
 libraries (sklearn, MLflow, Great Expectations) are imported inside the tasks, never at parse
@@ -13,7 +14,13 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
-from mlops_pipeline.airflow_glue import champion_asset, rejections_fail_the_task, resolve_as_of, run_info
+from mlops_pipeline.airflow_glue import (
+    champion_asset,
+    predictions_asset,
+    rejections_fail_the_task,
+    resolve_as_of,
+    run_info,
+)
 from mlops_pipeline.spec import ModelSpec, default_models_dir, load_specs
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -210,6 +217,121 @@ def rollback_dag(spec: ModelSpec) -> DAG:
     return roll_back()
 
 
+SCORE_DOC = """
+### {name}: batch scoring
+
+Scores the day's input files (`{pattern}`) with one model version, resolved once at the start
+(`champion`, or the pinned `model_version`) after checking its artifact's sha256. Each file is a
+mapped `score` task that streams it in batches of {batch_rows} rows; rows that break the spec's
+schema are quarantined (the run fails above {limit:.0%}). `publish` checks the staged parts and
+publishes `predictions/{name}/ds=<ds>/_manifest.json` last: readers see the whole partition or
+none of it, and a rerun replaces it whole. With `shadow`, the `challenger` scores the same rows
+into `predictions_shadow/` and its agreement with the champion is recorded.
+
+**Params**: `ds` (default: the run's data interval), `model_version` (pin), `shadow`.
+"""
+
+
+def score_dag(spec: ModelSpec) -> DAG:
+    """The `<model>__score` DAG of one spec with a scoring section."""
+    assert spec.scoring is not None
+
+    @dag(
+        dag_id=f"{spec.name}__score",
+        description=f"Score {spec.name}'s daily batch and publish the predictions",
+        doc_md=SCORE_DOC.format(
+            name=spec.name,
+            pattern=spec.scoring.input.uri,
+            batch_rows=spec.scoring.batch_rows,
+            limit=spec.scoring.max_quarantine_share,
+        ),
+        schedule=spec.schedules.score,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=["mlops", "score", spec.name, *spec.tags],
+        default_args={"owner": spec.owner, "retries": 0},
+        params={
+            "ds": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Partition date (YYYY-MM-DD)",
+                description="Day to score. Empty: the run's data interval.",
+            ),
+            "model_version": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                title="Model version",
+                description="Score with this registered version. Empty: the champion.",
+            ),
+            "shadow": Param(
+                False,
+                type="boolean",
+                title="Shadow scoring",
+                description="Also score with the challenger into predictions_shadow/ and record agreement.",
+            ),
+        },
+    )
+    def scoring() -> None:
+        @task(**EXTERNAL)
+        def plan() -> dict:
+            from mlops_pipeline import steps
+
+            context = get_current_context()
+            params = context["params"]
+            version = params["model_version"]
+            with rejections_fail_the_task():
+                return steps.score_plan(
+                    spec,
+                    steps.default_store(),
+                    resolve_as_of(context, params["ds"]),
+                    None if version is None else str(version),
+                    params["shadow"],
+                    run_info(context),
+                    attempt=context["ti"].try_number,
+                )
+
+        @task(map_index_template="{{ input_key }}", **EXTERNAL)
+        def score(plan: dict, item: dict) -> dict:
+            from mlops_pipeline import steps
+
+            context = get_current_context()
+            context["input_key"] = item["key"]  # type: ignore[typeddict-unknown-key]
+            with rejections_fail_the_task():
+                return steps.score_input(spec, steps.default_store(), plan, item, run_info(context))
+
+        @task(outlets=[predictions_asset(spec.name)], **EXTERNAL)
+        def publish(plan: dict, results: list[dict]) -> dict:
+            from mlops_pipeline import steps
+
+            context = get_current_context()
+            with rejections_fail_the_task():
+                published = steps.score_publish(
+                    spec, steps.default_store(), plan, list(results), run_info(context)
+                )
+            context["outlet_events"][predictions_asset(spec.name)].extra = {
+                "ds": published["ds"],
+                "manifest": published["manifest_uri"],
+                "model_version": published["model_version"],
+            }
+            return published
+
+        @task(**EXTERNAL)
+        def inputs(plan: dict) -> list[dict]:
+            """The input files to map `score` over (Airflow maps over a whole XCom, not a key of one)."""
+            return list(plan["inputs"])
+
+        planned = plan()
+        scored = score.partial(plan=planned).expand(item=inputs(planned))
+        publish(planned, scored)
+
+    return scoring()
+
+
 for _spec in load_specs(default_models_dir()).specs.values():
     globals()[f"{_spec.name}__train"] = train_dag(_spec)
     globals()[f"{_spec.name}__rollback"] = rollback_dag(_spec)
+    if _spec.scoring is not None:
+        globals()[f"{_spec.name}__score"] = score_dag(_spec)

@@ -22,6 +22,11 @@ def champion_asset(model: str) -> Asset:
     return Asset(name=f"{model}__champion", uri=f"x-mlops://models/{model}/champion", group="model")
 
 
+def predictions_asset(model: str) -> Asset:
+    """The asset that changes whenever a partition of `model`'s predictions is published."""
+    return Asset(name=f"{model}__predictions", uri=f"x-mlops://predictions/{model}", group="predictions")
+
+
 def run_info(context: Any) -> RunInfo:
     """Who started this run, and its own timestamp (never the wall clock)."""
     dag_run = context["dag_run"]

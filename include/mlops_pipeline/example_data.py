@@ -42,6 +42,9 @@ DEFAULT_END = datetime.date(2026, 4, 30)
 DIABETES_DS = datetime.date(2026, 1, 1)
 
 CHURN_LANDING = "landing/churn"
+# Scoring inputs of the churn model (its spec's scoring.input.uri), several files a day.
+CHURN_INCOMING = "incoming/churn"
+SCORING_FILES_PER_DAY = 4
 DIABETES_LANDING = "landing/diabetes"
 
 CHURN_ID_COLUMN = "customer_id"
@@ -144,7 +147,9 @@ def _clean_churn_frame(ds: datetime.date, rows: int, rng: np.random.Generator) -
     login_days = np.rint(rng.exponential(5.0 * np.exp(-0.6 * engagement) * (1.5 if drift else 1.0)))
     login_days = np.clip(login_days, 0, 365).astype(np.int64)
 
-    support = np.clip(rng.poisson(0.9 * np.exp(-0.45 * engagement) + 0.3 * (plan == 0)), 0, 50).astype(np.int64)
+    support = np.clip(rng.poisson(0.9 * np.exp(-0.45 * engagement) + 0.3 * (plan == 0)), 0, 50).astype(
+        np.int64
+    )
     late = rng.poisson(0.2 + 0.5 * (payment == 3) + 0.15 * (payment == 2) + 0.1 * (monthly > 100))
     late = np.clip(late, 0, 24).astype(np.int64)
     satisfaction = rng.normal(6.8 + 0.8 * engagement - 0.3 * support, 1.2)
@@ -276,6 +281,33 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    import io
+
+    # A column holding text and numbers (a defective export) is written as text, as it arrived.
+    mixed = [name for name in frame.columns if frame[name].dtype == object and name not in ("plan", "region")]
+    frame = frame.astype({name: "string" for name in mixed})
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False, compression="snappy")
+    return buffer.getvalue()
+
+
+def scoring_keys(ds: datetime.date, files: int = SCORING_FILES_PER_DAY) -> list[str]:
+    """The keys of one day's scoring input files."""
+    return [f"{CHURN_INCOMING}/ds={ds:%Y-%m-%d}/part-{index:03d}.parquet" for index in range(files)]
+
+
+def write_scoring_inputs(
+    store: ObjectStore, ds: datetime.date, rows: int = 800, files: int = SCORING_FILES_PER_DAY
+) -> list[str]:
+    """Write the customers to score on `ds` (:func:`churn_scoring_batch`) as `files` Parquet files."""
+    frame = churn_scoring_batch(ds, rows=rows)
+    keys = scoring_keys(ds, files)
+    for key, part in zip(keys, np.array_split(np.arange(len(frame)), files), strict=True):
+        store.write_bytes(key, _parquet_bytes(frame.iloc[part]))
+    return keys
+
+
 def write_example_data(
     store: ObjectStore,
     start: datetime.date = DEFAULT_START,
@@ -284,7 +316,9 @@ def write_example_data(
 ) -> ExampleDataSummary:
     """Write the churn batches for every day in [`start`, `end`] and the diabetes data into `store`.
 
-    Keys: `landing/churn/ds=YYYY-MM-DD/batch.csv` and `landing/diabetes/ds=2026-01-01/data.csv`. Each file
+    Keys: `landing/churn/ds=YYYY-MM-DD/batch.csv` (training data with labels),
+    `incoming/churn/ds=YYYY-MM-DD/part-NNN.parquet` (the same customers to score, without labels) and
+    `landing/diabetes/ds=2026-01-01/data.csv`. Each file
     is replaced whole, with the same bytes on every run, so rerunning is harmless.
     """
     if end < start:
@@ -294,6 +328,7 @@ def write_example_data(
     for ds in dates:
         frame = churn_batch(ds, rows=rows_per_day)
         store.write_bytes(f"{CHURN_LANDING}/ds={ds:%Y-%m-%d}/batch.csv", _csv_bytes(frame))
+        write_scoring_inputs(store, ds, rows=rows_per_day)
         churn_rows += len(frame)
     diabetes = diabetes_frame()
     store.write_bytes(f"{DIABETES_LANDING}/ds={DIABETES_DS:%Y-%m-%d}/data.csv", _csv_bytes(diabetes))

@@ -59,7 +59,7 @@ def window_dates(as_of: date, window_days: int) -> list[date]:
     return [as_of - timedelta(days=offset) for offset in range(window_days - 1, -1, -1)]
 
 
-def _split_source_uri(uri: str, default_store: ObjectStore) -> tuple[ObjectStore, str]:
+def split_source_uri(uri: str, default_store: ObjectStore) -> tuple[ObjectStore, str]:
     """A store and key pattern for a source URI: relative to the default store, or absolute."""
     parsed = urlparse(uri)
     if not parsed.scheme:
@@ -75,7 +75,7 @@ def read_window(
     spec: ModelSpec, store: ObjectStore, days: list[date]
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Read every source file of `days`: (rows as text, file URIs read, days with no file)."""
-    source_store, pattern = _split_source_uri(spec.source.uri, store)
+    source_store, pattern = split_source_uri(spec.source.uri, store)
     frames: list[pd.DataFrame] = []
     files: list[str] = []
     missing: list[str] = []

@@ -201,19 +201,30 @@ def log_candidate(
     )
 
 
+def _download_verified(model_uri: str, expected_sha256: str, destination: str) -> Path:
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=destination))
+    actual = _sha256_file(_model_file(local))
+    if actual != expected_sha256:
+        raise ArtifactIntegrityError(
+            f"refusing to load {model_uri}: artifact sha256 {actual} != recorded {expected_sha256}"
+        )
+    return local
+
+
+def verify_artifact(model_uri: str, expected_sha256: str) -> None:
+    """Download a model and check its artifact's sha256, without deserializing it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _download_verified(model_uri, expected_sha256, tmp)
+
+
 def load_verified(model_uri: str, expected_sha256: str) -> Any:
     """Download a model, check its artifact's sha256, and only then deserialize it."""
-    import mlflow
     import mlflow.sklearn
 
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        actual = _sha256_file(_model_file(local))
-        if actual != expected_sha256:
-            raise ArtifactIntegrityError(
-                f"refusing to load {model_uri}: artifact sha256 {actual} != recorded {expected_sha256}"
-            )
-        return mlflow.sklearn.load_model(str(local))
+        return mlflow.sklearn.load_model(str(_download_verified(model_uri, expected_sha256, tmp)))
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -228,12 +239,27 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion |
         raise
 
 
-def load_version(client: MlflowClient, version: ModelVersion) -> Any:
-    """Load a registered version after checking its artifact against its `artifact_sha256` tag."""
+def expected_sha256(version: ModelVersion) -> str:
+    """The artifact sha256 recorded on a registered version."""
     expected = version.tags.get("artifact_sha256")
     if not expected:
         raise ArtifactIntegrityError(f"{version.name} v{version.version} has no artifact_sha256 tag")
-    return load_verified(f"models:/{version.name}/{version.version}", expected)
+    return str(expected)
+
+
+def scoring_version(client: MlflowClient, model: str, pinned: str | None) -> ModelVersion:
+    """The version to score with: `pinned` if given (it must exist), else the `champion`."""
+    if pinned is not None:
+        return _existing_version(client, model, pinned)
+    champion = alias_version(client, model, CHAMPION)
+    if champion is None:
+        raise RegistryError(f"{model} has no champion yet: train and promote a model first, or pin a version")
+    return champion
+
+
+def load_version(client: MlflowClient, version: ModelVersion) -> Any:
+    """Load a registered version after checking its artifact against its `artifact_sha256` tag."""
+    return load_verified(f"models:/{version.name}/{version.version}", expected_sha256(version))
 
 
 def register_candidate(

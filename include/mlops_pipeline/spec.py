@@ -74,6 +74,40 @@ class SourceSpec(_Strict):
         return value
 
 
+class ScoringInputSpec(_Strict):
+    """Where the batches to score land: one partition per day, one or more files per partition."""
+
+    uri: str = Field(
+        description="URI pattern with {ds}, relative to the store root or absolute (file://, s3://)."
+    )
+    format: Literal["csv", "parquet"] = "parquet"
+
+    @field_validator("uri")
+    @classmethod
+    def _has_ds(cls, value: str) -> str:
+        if "{ds}" not in value:
+            raise ValueError("the scoring input uri must contain '{ds}' so each run scores its own partition")
+        return value
+
+
+class ScoringSpec(_Strict):
+    """Batch scoring: the input, how much of it may be unscorable, and the streaming batch size."""
+
+    input: ScoringInputSpec
+    max_quarantine_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Share of input rows that may be quarantined before the run fails.",
+    )
+    batch_rows: int = Field(
+        default=50_000,
+        ge=1_000,
+        le=1_000_000,
+        description="Rows per streamed batch (bounds memory per task).",
+    )
+
+
 class EstimatorSpec(_Strict):
     """The sklearn estimator at the end of the pipeline."""
 
@@ -188,6 +222,9 @@ class ModelSpec(_Strict):
     drift: DriftSpec = DriftSpec()
     schedules: ScheduleSpec = ScheduleSpec()
     approval_required: bool = False
+    scoring: ScoringSpec | None = Field(
+        default=None, description="Batch scoring; no `<model>__score` DAG when absent."
+    )
     tags: list[str] = Field(default_factory=list)
 
     @field_validator("name")

@@ -279,8 +279,8 @@ def _typed_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
 
 
 def _gx_context() -> Any:
-    # GX logs thousands of INFO lines from its docs decorators when imported after Airflow.
-    logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
+    # GX logs hundreds of INFO lines (docs decorators, expectation registry) when imported after Airflow.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

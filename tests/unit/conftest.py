@@ -1,93 +1,13 @@
-"""Unit-test fixtures: a real S3 API (moto's server, over HTTP) and a store fixture for both backends.
-
-The moto server runs once per session in a thread on a free local port; each test gets its own
-key prefix, so tests never see each other's objects. Credentials are dummies, set per test with
-monkeypatch, so nothing leaks into other tests' environment.
-"""
+"""Unit-test fixtures: a store fixture that runs a test on both backends (file, and S3 through the
+moto server of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import socket
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mlops_pipeline.store import LocalStore, ObjectStore, S3Store
-
-S3_BUCKET = "mlops-unit"
-S3_REGION = "us-east-1"
-DUMMY_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": S3_REGION,
-}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """The endpoint URL of a moto S3 server running for the whole session, with an empty bucket."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=S3_REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_bucket(Bucket=S3_BUCKET)
-        yield endpoint
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3_client(moto_endpoint: str) -> Any:
-    """A plain boto3 client of the moto server, to look behind the store's back."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name=S3_REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Dummy AWS credentials for one test; no profile or session token from the host."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "MLOPS_S3_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in DUMMY_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
-    return DUMMY_AWS_ENV
-
-
-@pytest.fixture
-def s3_store(moto_endpoint: str, aws_env: dict[str, str]) -> S3Store:
-    """An S3Store on the moto server under a prefix of its own."""
-    return S3Store(
-        bucket=S3_BUCKET,
-        prefix=f"t-{uuid.uuid4().hex[:12]}",
-        client_kwargs={"endpoint_url": moto_endpoint, "region_name": S3_REGION},
-    )
+from mlops_pipeline.store import LocalStore, ObjectStore
 
 
 @pytest.fixture

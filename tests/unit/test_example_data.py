@@ -213,12 +213,24 @@ def test_write_example_data_writes_each_day_and_the_diabetes_file(tmp_path: Path
     start = datetime.date(2026, 3, 9)
     summary = ex.write_example_data(store, start=start, end=datetime.date(2026, 3, 11), rows_per_day=50)
     assert summary.dates == (start, datetime.date(2026, 3, 10), datetime.date(2026, 3, 11))
+    scoring_inputs = [
+        f"incoming/churn/ds=2026-03-{day}/part-{i:03d}.parquet" for day in (9, 10, 11) for i in range(4)
+    ]
     assert store.list() == [
+        *[key.replace("ds=2026-03-9/", "ds=2026-03-09/") for key in scoring_inputs],
         "landing/churn/ds=2026-03-09/batch.csv",
         "landing/churn/ds=2026-03-10/batch.csv",
         "landing/churn/ds=2026-03-11/batch.csv",
         "landing/diabetes/ds=2026-01-01/data.csv",
     ]
+    # The customers to score on a day are that day's batch without its label, over four files.
+    parts = [pd.read_parquet(io.BytesIO(store.read_bytes(key))) for key in scoring_inputs[4:8]]
+    scoring = pd.concat(parts, ignore_index=True)
+    assert list(scoring["customer_id"]) == list(
+        ex.churn_batch(datetime.date(2026, 3, 10), rows=50)["customer_id"]
+    )
+    assert "churned" not in scoring.columns
+    assert (scoring["data_usage_gb"] == "n/a").any()  # text defects survive as text in Parquet too
     assert (summary.churn_rows, summary.diabetes_rows, summary.total_rows) == (150, 442, 592)
     assert summary.churn_uri == store.uri("landing/churn")
     assert summary.diabetes_uri == store.uri("landing/diabetes")

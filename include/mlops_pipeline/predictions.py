@@ -1,0 +1,209 @@
+"""Published prediction partitions: staging, the checks before publishing, the manifest, and the reader.
+
+A partition is `<area>/<model>/ds=<date>/` (area `predictions` or `predictions_shadow`). A run
+writes its part files under a staging prefix of its own, `…/ds=<date>/_runs/<token>/`, checks
+them, and then publishes **last**:
+
+1. `…/_manifests/<generation>.json` with a create-only write (S3 `IfNoneMatch="*"`, a hard link
+   on the file store): two runs can never publish the same generation;
+2. `…/_manifest.json`, replaced atomically (a rename on the file store, a PUT on S3).
+
+Readers go through `_manifest.json` only, which names the exact files (with row counts and
+sha256): a partition without a manifest does not exist for them, and a rerun that replaces a
+partition switches readers from the old file set to the new one in one step, never a mix. Part
+files that no manifest of the last two generations names (a crashed run's staging) are deleted
+by the next run of that partition.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlops_pipeline.scoring import PREDICTION, sha256_file
+from mlops_pipeline.store import ObjectExistsError, ObjectStore, safe_segment
+
+PREDICTIONS = "predictions"
+SHADOW = "predictions_shadow"
+MANIFEST = "_manifest.json"
+# Generations whose files are kept: the current one and the one before (a reader may be mid-read).
+KEPT_GENERATIONS = 2
+
+
+class PublishError(RuntimeError):
+    """Staged parts failed the checks before publishing; nothing was published."""
+
+
+@dataclass(frozen=True)
+class PartFile:
+    """One staged output file."""
+
+    key: str
+    rows: int
+    sha256: str
+    bytes: int
+    input_key: str
+    input_sha256: str
+
+
+def partition_prefix(area: str, model: str, ds: str) -> str:
+    """Where one day's published predictions live."""
+    return f"{area}/{model}/ds={ds}"
+
+
+def staging_prefix(area: str, model: str, ds: str, token: str) -> str:
+    """Where one run writes its parts before publishing."""
+    return f"{partition_prefix(area, model, ds)}/_runs/{safe_segment(token)}"
+
+
+def part_key(area: str, model: str, ds: str, token: str, index: int) -> str:
+    """The staged part for the input file at `index` (inputs sorted by key)."""
+    return f"{staging_prefix(area, model, ds, token)}/part-{index:05d}.parquet"
+
+
+def upload_part(store: ObjectStore, local: Path, key: str, input_key: str, input_sha256: str) -> PartFile:
+    """Upload one local part file to its staging key and describe it."""
+    rows = pq.ParquetFile(local).metadata.num_rows
+    store.upload_file(local, key)
+    return PartFile(key, rows, sha256_file(local), local.stat().st_size, input_key, input_sha256)
+
+
+def read_manifest(store: ObjectStore, area: str, model: str, ds: str) -> dict[str, Any] | None:
+    """The published manifest of a partition, or None when the partition was never published."""
+    key = f"{partition_prefix(area, model, ds)}/{MANIFEST}"
+    try:
+        return dict(json.loads(store.read_bytes(key)))
+    except FileNotFoundError:
+        return None
+
+
+def _generations(store: ObjectStore, area: str, model: str, ds: str) -> list[str]:
+    return [k for k in store.list(f"{partition_prefix(area, model, ds)}/_manifests") if k.endswith(".json")]
+
+
+def _check_part(store: ObjectStore, part: PartFile, schema: pa.Schema) -> None:
+    """Re-read a staged part: it exists, has the recorded bytes, the schema, and no missing prediction."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "part.parquet"
+        try:
+            store.download_file(part.key, local)
+        except FileNotFoundError as exc:
+            raise PublishError(f"staged part {store.uri(part.key)} is missing") from exc
+        if (actual := sha256_file(local)) != part.sha256:
+            raise PublishError(f"staged part {store.uri(part.key)} changed: sha256 {actual} != {part.sha256}")
+        parquet = pq.ParquetFile(local)
+        if not parquet.schema_arrow.equals(schema, check_metadata=False):
+            raise PublishError(f"{store.uri(part.key)} has schema {parquet.schema_arrow}, expected {schema}")
+        if parquet.metadata.num_rows != part.rows:
+            raise PublishError(
+                f"{store.uri(part.key)} has {parquet.metadata.num_rows} rows, recorded {part.rows}"
+            )
+        column = parquet.schema_arrow.get_field_index(PREDICTION)
+        for group in range(parquet.metadata.num_row_groups):
+            statistics = parquet.metadata.row_group(group).column(column).statistics
+            if statistics is None or statistics.null_count:
+                raise PublishError(f"{store.uri(part.key)} has rows without a prediction")
+
+
+def publish_partition(
+    store: ObjectStore,
+    area: str,
+    model: str,
+    ds: str,
+    parts: list[PartFile],
+    *,
+    expected_rows: int,
+    schema: pa.Schema,
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """Check the staged parts, then publish the partition's manifest last; the manifest.
+
+    `expected_rows` is the input rows minus the quarantined ones; `details` (model version, run,
+    data sha256, metrics …) is recorded in the manifest.
+    """
+    rows = sum(part.rows for part in parts)
+    if rows != expected_rows:
+        raise PublishError(
+            f"{partition_prefix(area, model, ds)}: staged parts hold {rows} rows, expected {expected_rows} "
+            "(input rows minus quarantined rows); not publishing"
+        )
+    for part in parts:
+        _check_part(store, part, schema)
+    generation = len(_generations(store, area, model, ds)) + 1
+    manifest = {
+        **details,
+        "area": area,
+        "model": model,
+        "ds": ds,
+        "generation": generation,
+        "rows": rows,
+        "files": [asdict(part) for part in sorted(parts, key=lambda p: p.key)],
+        "schema": [f"{field.name}: {field.type}" for field in schema],
+    }
+    data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+    prefix = partition_prefix(area, model, ds)
+    try:
+        store.create_only(f"{prefix}/_manifests/{generation:06d}.json", data)
+    except ObjectExistsError as exc:
+        raise PublishError(
+            f"{prefix}: another run published generation {generation} at the same time"
+        ) from exc
+    store.write_bytes(f"{prefix}/{MANIFEST}", data)
+    return manifest
+
+
+def clean_stale_parts(
+    store: ObjectStore, area: str, model: str, ds: str, keep_token: str | None = None
+) -> int:
+    """Delete staged parts that no recent manifest names (crashed or superseded runs); objects deleted."""
+    prefix = partition_prefix(area, model, ds)
+    keep: set[str] = set()
+    for key in _generations(store, area, model, ds)[-KEPT_GENERATIONS:]:
+        keep |= {f["key"] for f in json.loads(store.read_bytes(key))["files"]}
+    if keep_token:
+        keep_prefix = staging_prefix(area, model, ds, keep_token) + "/"
+    deleted = 0
+    for key in store.list(f"{prefix}/_runs"):
+        if key in keep or (keep_token and key.startswith(keep_prefix)):
+            continue
+        deleted += store.delete_prefix(key)
+    return deleted
+
+
+def published_days(store: ObjectStore, area: str, model: str) -> list[str]:
+    """The days of `model` that have a published partition, sorted."""
+    days = []
+    for key in store.list(f"{area}/{model}"):
+        parts = key.split("/")
+        if len(parts) == 4 and parts[3] == MANIFEST and parts[2].startswith("ds="):
+            days.append(parts[2][3:])
+    return sorted(days)
+
+
+def read_partition(
+    store: ObjectStore, model: str, ds: str, area: str = PREDICTIONS, *, verify: bool = True
+) -> pa.Table | None:
+    """The published predictions of one day, or None if the day has no manifest.
+
+    Only the files the manifest names are read; with `verify`, each file's sha256 is checked.
+    """
+    manifest = read_manifest(store, area, model, ds)
+    if manifest is None:
+        return None
+    tables = []
+    for entry in manifest["files"]:
+        data = store.read_bytes(entry["key"])
+        if verify:
+            import hashlib
+
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise PublishError(f"{store.uri(entry['key'])} does not match its manifest")
+        tables.append(pq.read_table(io.BytesIO(data)))
+    return pa.concat_tables(tables) if tables else None
