@@ -20,6 +20,7 @@ from mlops_pipeline.airflow_glue import (
     rejections_fail_the_task,
     resolve_as_of,
     run_info,
+    task_store,
 )
 from mlops_pipeline.spec import ModelSpec, default_models_dir, load_specs
 
@@ -93,23 +94,21 @@ def train_dag(spec: ModelSpec) -> DAG:
             context = get_current_context()
             as_of = resolve_as_of(context, context["params"]["as_of"])
             with rejections_fail_the_task():
-                return steps.ingest(spec, steps.default_store(), as_of, context["params"]["window_days"])
+                return steps.ingest(spec, task_store(), as_of, context["params"]["window_days"])
 
         @task(**EXTERNAL)
         def validate(manifest: dict) -> dict:
             from mlops_pipeline import steps
 
             with rejections_fail_the_task():
-                return steps.validate(spec, steps.default_store(), manifest, run_info(get_current_context()))
+                return steps.validate(spec, task_store(), manifest, run_info(get_current_context()))
 
         @task(**EXTERNAL)
         def train(manifest: dict, validated: dict) -> dict:
             from mlops_pipeline import steps
 
             with rejections_fail_the_task():
-                return steps.train(
-                    spec, steps.default_store(), manifest, validated, run_info(get_current_context())
-                )
+                return steps.train(spec, task_store(), manifest, validated, run_info(get_current_context()))
 
         @task(**EXTERNAL)
         def evaluate(validated: dict, candidate: dict) -> dict:
@@ -117,7 +116,7 @@ def train_dag(spec: ModelSpec) -> DAG:
 
             with rejections_fail_the_task():
                 return steps.evaluate(
-                    spec, steps.default_store(), validated, candidate, run_info(get_current_context())
+                    spec, task_store(), validated, candidate, run_info(get_current_context())
                 )
 
         @task(**EXTERNAL)
@@ -136,7 +135,7 @@ def train_dag(spec: ModelSpec) -> DAG:
             from mlops_pipeline import steps
 
             with rejections_fail_the_task():
-                return steps.promote(spec, steps.default_store(), registered, run_info(get_current_context()))
+                return steps.promote(spec, task_store(), registered, run_info(get_current_context()))
 
         manifest = ingest()
         validated = validate(manifest)
@@ -206,7 +205,7 @@ def rollback_dag(spec: ModelSpec) -> DAG:
             with rejections_fail_the_task():
                 return steps.rollback(
                     spec,
-                    steps.default_store(),
+                    task_store(),
                     None if version is None else str(version),
                     context["params"]["reason"],
                     run_info(context),
@@ -285,7 +284,7 @@ def score_dag(spec: ModelSpec) -> DAG:
             with rejections_fail_the_task():
                 return steps.score_plan(
                     spec,
-                    steps.default_store(),
+                    task_store(),
                     resolve_as_of(context, params["ds"]),
                     None if version is None else str(version),
                     params["shadow"],
@@ -300,7 +299,7 @@ def score_dag(spec: ModelSpec) -> DAG:
             context = get_current_context()
             context["input_key"] = item["key"]  # type: ignore[typeddict-unknown-key]
             with rejections_fail_the_task():
-                return steps.score_input(spec, steps.default_store(), plan, item, run_info(context))
+                return steps.score_input(spec, task_store(), plan, item, run_info(context))
 
         @task(outlets=[predictions_asset(spec.name)], **EXTERNAL)
         def publish(plan: dict, results: list[dict]) -> dict:
@@ -308,9 +307,7 @@ def score_dag(spec: ModelSpec) -> DAG:
 
             context = get_current_context()
             with rejections_fail_the_task():
-                published = steps.score_publish(
-                    spec, steps.default_store(), plan, list(results), run_info(context)
-                )
+                published = steps.score_publish(spec, task_store(), plan, list(results), run_info(context))
             context["outlet_events"][predictions_asset(spec.name)].extra = {
                 "ds": published["ds"],
                 "manifest": published["manifest_uri"],

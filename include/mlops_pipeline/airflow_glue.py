@@ -14,7 +14,23 @@ from typing import Any
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException
 
+from mlops_pipeline.settings import get_settings
 from mlops_pipeline.steps import RunInfo, StepRejected
+from mlops_pipeline.store import ObjectStore, open_store, s3_client_kwargs_from_connection
+
+
+def task_store() -> ObjectStore:
+    """The configured object store, with S3 credentials from the Airflow connection when one is set."""
+    settings = get_settings()
+    if settings.aws_conn_id and settings.store_uri.startswith("s3://"):
+        from airflow.sdk import Connection
+
+        connection = Connection.get(settings.aws_conn_id)
+        kwargs = s3_client_kwargs_from_connection(
+            connection.login, connection.password, connection.extra_dejson, settings.s3_endpoint_url
+        )
+        return open_store(settings.store_uri, kwargs)
+    return open_store(settings.store_uri)
 
 
 def champion_asset(model: str) -> Asset:

@@ -162,19 +162,20 @@ def publish_partition(
 def clean_stale_parts(
     store: ObjectStore, area: str, model: str, ds: str, keep_token: str | None = None
 ) -> int:
-    """Delete staged parts that no recent manifest names (crashed or superseded runs); objects deleted."""
+    """Delete the staging folders of runs that no recent manifest names (crashed or superseded runs).
+
+    A run's parts share one folder `_runs/<token>/`, all named by its manifest or none, so whole
+    folders are deleted. Returns how many objects were deleted.
+    """
     prefix = partition_prefix(area, model, ds)
+    runs = f"{prefix}/_runs/"
     keep: set[str] = set()
     for key in _generations(store, area, model, ds)[-KEPT_GENERATIONS:]:
-        keep |= {f["key"] for f in json.loads(store.read_bytes(key))["files"]}
+        keep |= {f["key"][len(runs) :].split("/", 1)[0] for f in json.loads(store.read_bytes(key))["files"]}
     if keep_token:
-        keep_prefix = staging_prefix(area, model, ds, keep_token) + "/"
-    deleted = 0
-    for key in store.list(f"{prefix}/_runs"):
-        if key in keep or (keep_token and key.startswith(keep_prefix)):
-            continue
-        deleted += store.delete_prefix(key)
-    return deleted
+        keep.add(safe_segment(keep_token))
+    tokens = {key[len(runs) :].split("/", 1)[0] for key in store.list(runs) if key.startswith(runs)}
+    return sum(store.delete_prefix(f"{runs}{token}") for token in sorted(tokens - keep))
 
 
 def published_days(store: ObjectStore, area: str, model: str) -> list[str]:

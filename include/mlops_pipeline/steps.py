@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
@@ -325,7 +326,9 @@ def score_plan(
     cleaned += clean_stale_parts(store, SHADOW, spec.name, ds_text)
     return {
         "ds": ds_text,
-        "token": f"{run.dag_run_id}-try{attempt}",
+        # Unique per plan: a rerun of a published run (same run id, even the same try number after
+        # a clear) must stage its parts apart from the files the current manifest names.
+        "token": f"{run.dag_run_id}-try{attempt}-{uuid.uuid4().hex[:8]}",
         "model": primary,
         "shadow_model": challenger,
         "shadow_requested": shadow,
@@ -362,7 +365,8 @@ def score_input(
         raise StepRejected(str(exc)) from exc
     logical_ts = datetime.fromisoformat(run.event_time)
     stamp = RunStamp(spec.name, model["version"], run.dag_run_id, logical_ts)
-    input_store = open_store(plan["input_root"])
+    # Inputs under the store's own root reuse its client (and its connection's credentials).
+    input_store = store if plan["input_root"] == store.root_uri else open_store(plan["input_root"])
     index, key = int(item["index"]), item["key"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -294,6 +294,22 @@ def s3_client_kwargs_from_env(endpoint_url: str | None = None) -> dict[str, Any]
     return kwargs
 
 
+def s3_client_kwargs_from_connection(
+    login: str | None, password: str | None, extra: dict[str, Any], endpoint_url: str | None = None
+) -> dict[str, Any]:
+    """boto3 client settings from an Airflow `aws` connection (login = key id, password = secret,
+    extra `endpoint_url`, `region_name`); the connection wins over the environment."""
+    kwargs = s3_client_kwargs_from_env(endpoint_url)
+    if extra.get("endpoint_url"):
+        kwargs["endpoint_url"] = extra["endpoint_url"]
+    if extra.get("region_name"):
+        kwargs["region_name"] = extra["region_name"]
+    if login and password:
+        kwargs["aws_access_key_id"] = login
+        kwargs["aws_secret_access_key"] = password
+    return kwargs
+
+
 def open_store(uri: str, s3_client_kwargs: dict[str, Any] | None = None) -> ObjectStore:
     """Open the store rooted at `uri` (`file:///abs/path`, a plain absolute path, or `s3://bucket/prefix`)."""
     parsed = urlparse(uri)

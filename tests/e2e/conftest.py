@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,9 +24,15 @@ def airflow_db() -> None:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> Iterator[str]:
+def mlflow_stack_dir(tmp_path_factory) -> Path:
+    """Where the test MLflow server keeps its database and artifacts (to look behind its back)."""
+    return tmp_path_factory.mktemp("mlflow-stack")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_stack_dir: Path) -> Iterator[str]:
     """A real MLflow tracking server (SQLite backend, proxied local artifacts) on a free port."""
-    layout = localstack.StackLayout(tmp_path_factory.mktemp("mlflow-stack"))
+    layout = localstack.StackLayout(mlflow_stack_dir)
     port = localstack.find_free_port()
     env = localstack.build_env(store_uri="file:///unused", tracking_uri=f"http://127.0.0.1:{port}")
     record = localstack.start_mlflow(layout, port=port, env=env)
@@ -55,4 +62,3 @@ def pipeline_env(tmp_path_factory, mlflow_server, airflow_db) -> Iterator[LocalS
             else:
                 os.environ[key] = value
         get_settings.cache_clear()
-

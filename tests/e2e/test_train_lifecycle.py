@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from dag_runs import Run, run_dag
 from mlflow import MlflowClient
 
 from mlops_pipeline.registry import promotion_history
@@ -21,30 +21,6 @@ from mlops_pipeline.store import LocalStore, safe_segment
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Run:
-    """A finished DAG run: its id, state and the state of each task."""
-
-    run_id: str
-    state: str
-    tasks: dict[str, str]
-
-
-def load_dag(dag_id: str):
-    """Parse the real dags/ folder (as the DAG processor does) and return one DAG."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags[dag_id]
-
-
-def run_dag(dag_id: str, conf: dict) -> Run:
-    dag_run = load_dag(dag_id).test(run_conf=conf)
-    tasks = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-    return Run(run_id=dag_run.run_id, state=str(dag_run.state), tasks=tasks)
 
 
 def versions(client: MlflowClient, name: str = "churn") -> list[str]:
