@@ -41,6 +41,9 @@ DEMO_MODEL = "churn"
 DEMO_DAG = f"{DEMO_MODEL}__train"
 # The first training window ends before the defective export (2026-03-10) and the drift (2026-04).
 DEMO_CONF: dict[str, object] = {"as_of": "2026-02-28"}
+# Then the champion scores the next day's customers (four input files: four mapped tasks).
+SCORE_DAG = f"{DEMO_MODEL}__score"
+SCORE_CONF: dict[str, object] = {"ds": "2026-03-01"}
 USERS = ("admin", "viewer")
 PASSWORD_SETTINGS = {"admin": "AIRFLOW_ADMIN_PASSWORD", "viewer": "AIRFLOW_VIEWER_PASSWORD"}
 DEFAULT_AIRFLOW_PORT = 8080
@@ -215,6 +218,36 @@ def _gate_line(gate: Mapping[str, object]) -> str:
     return f"{verdict} (first model: absolute floors only, no champion to compare with)"
 
 
+def _failed_task_lines(failed: Sequence[FailedTask]) -> list[str]:
+    lines: list[str] = []
+    for task in failed:
+        lines += [
+            "",
+            f"Task {task.label}: {task.state}",
+            f"  log file: {task.log_file or 'not found (see the UI)'}",
+        ]
+        lines += [f"  {line}" for line in task.errors.splitlines()]
+    return lines
+
+
+def format_score_report(
+    run_id: str,
+    state: str,
+    duration_s: float,
+    published: Mapping[str, object] | None,
+    failed: Sequence[FailedTask] = (),
+) -> str:
+    """What the scoring run published (the partition, its rows, the model version), or why it failed."""
+    lines = ["", f"Run {run_id} of {SCORE_DAG}: {state.upper()} after {format_duration(duration_s)}"]
+    if published:
+        lines += [
+            f"  predictions:  {published.get('rows')} rows for ds={published.get('ds')} scored by "
+            f"version {published.get('model_version')} ({published.get('quarantined_rows')} quarantined)",
+            f"  manifest:     {published.get('manifest_uri')}",
+        ]
+    return "\n".join(lines + _failed_task_lines(failed))
+
+
 def format_report(report: RunReport, airflow_url: str, mlflow_url: str, login: Sequence[str]) -> str:
     """The closing summary: outcome, champion, gate report, Data Docs, failing tasks, UIs and logins."""
     run_url = f"{airflow_url}/dags/{report.dag_id}/runs/{quote(report.run_id, safe='')}"
@@ -236,17 +269,14 @@ def format_report(report: RunReport, airflow_url: str, mlflow_url: str, login: S
         lines.append(f"  gate report:  {report.gate.get('report_html_uri')}")
     elif report.state == "success":
         lines.append("  gate report:  not recorded (no return value of task `evaluate`)")
+    if report.gate or report.data_docs_uri:
+        pages = f"{airflow_url}/mlops/runs/{report.dag_id}/{quote(report.run_id, safe='')}"
+        lines.append(f"  in a browser: {pages}/gate-report  and  {pages}/data-docs  (Airflow login)")
     if report.data_docs_uri:
         lines.append(f"  data docs:    {report.data_docs_uri}")
     elif report.state == "success":
         lines.append("  data docs:    not recorded (no return value of task `validate`)")
-    for task in report.failed_tasks:
-        lines += [
-            "",
-            f"Task {task.label}: {task.state}",
-            f"  log file: {task.log_file or 'not found (see the UI)'}",
-        ]
-        lines += [f"  {line}" for line in task.errors.splitlines()]
+    lines += _failed_task_lines(report.failed_tasks)
     lines += [
         "",
         f"Airflow UI:  {airflow_url}   login: " + "; ".join(login[:2]),
@@ -507,8 +537,37 @@ def demo(project: Path, *, timeout: float, conf: Mapping[str, object] | None = N
             say(f"{exc}; it keeps running, follow it at {airflow_url}. `make down` stops everything.")
             return EXIT_RUN_FAILED
         report = run_report(client, run, time.monotonic() - t0, mlflow_url, layout.airflow_home)
+        scored = None
+        score_text = ""
+        if run.state == "success":
+            wait_for_dag(client, SCORE_DAG, timeout=240, log_hint=f"{logs}/airflow.log")
+            scored = client.trigger_dag_run(SCORE_DAG, SCORE_CONF)
+            say(
+                f"triggered {SCORE_DAG} through the REST API: run {scored.run_id}, conf {json.dumps(SCORE_CONF)}"
+            )
+            t0 = time.monotonic()
+            try:
+                scored = client.wait_for_dag_run(
+                    SCORE_DAG, scored.run_id, timeout=timeout, on_task_change=progress
+                )
+            except DagRunTimeoutError as exc:
+                say(f"{exc}; it keeps running, follow it at {airflow_url}. `make down` stops everything.")
+                return EXIT_RUN_FAILED
+            score_failures = (
+                [] if scored.state == "success" else failed_tasks(client, scored, layout.airflow_home)
+            )
+            score_text = format_score_report(
+                scored.run_id,
+                scored.state,
+                time.monotonic() - t0,
+                _return_value(client, scored, "publish"),
+                score_failures,
+            )
     say(format_report(report, airflow_url, mlflow_url, login))
-    return EXIT_OK if run.state == "success" else EXIT_RUN_FAILED
+    if scored is not None:
+        say(score_text)
+    ok = run.state == "success" and (scored is None or scored.state == "success")
+    return EXIT_OK if ok else EXIT_RUN_FAILED
 
 
 def down(project: Path) -> int:
