@@ -294,12 +294,20 @@ def format_report(report: RunReport, airflow_url: str, mlflow_url: str, login: S
 
 def ensure_example_data(store_dir: Path) -> str:
     """Write the example data into the file store at `store_dir` unless it is there; a line saying which."""
-    from mlops_pipeline.example_data import CHURN_LANDING, DEFAULT_END, DIABETES_DS, DIABETES_LANDING
+    from mlops_pipeline.example_data import (
+        CHURN_LANDING,
+        DEFAULT_END,
+        DIABETES_DS,
+        DIABETES_LANDING,
+        scoring_keys,
+    )
     from mlops_pipeline.store import LocalStore
 
     store = LocalStore(store_dir)
+    # The last file of each kind: a store written by an older version lacks some of them.
     wanted = (
         f"{CHURN_LANDING}/ds={DEFAULT_END:%Y-%m-%d}/batch.csv",
+        scoring_keys(DEFAULT_END)[-1],
         f"{DIABETES_LANDING}/ds={DIABETES_DS:%Y-%m-%d}/data.csv",
     )
     if all(store.exists(key) for key in wanted):

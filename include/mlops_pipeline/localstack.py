@@ -139,6 +139,8 @@ def build_env(
             # No telemetry: the stack must not call out (and there may be no network).
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "true",
+            # Progress bars of artifact downloads fill task logs with hundreds of lines.
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "GX_ANALYTICS_ENABLED": "false",
             # MLflow's job consumers (6 extra processes, +11 s start-up) serve features we do not use.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
