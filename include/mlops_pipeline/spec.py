@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 Policy = Literal["fail", "warn", "quarantine"]
 TaskKind = Literal["classification", "regression"]
+# Evidently 0.7 drift methods that are distances (scores comparable to a threshold at any size).
+DriftMethod = Literal["wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "ed"]
 FeatureType = Literal["number", "integer", "category", "boolean"]
 
 CLASSIFICATION_METRICS = {"roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"}
@@ -182,6 +184,18 @@ class DriftSpec(_Strict):
         default=0.3, gt=0, le=1, description="Share of drifted columns that is dataset drift."
     )
     column_thresholds: dict[str, float] = Field(default_factory=dict)
+    # Distance measures, not p-value tests: a p-value test alarms on identical distributions once
+    # samples are large ("everything drifted"); a distance does not grow with the sample size.
+    num_method: DriftMethod = Field(
+        default="wasserstein", description="Evidently method for numeric columns."
+    )
+    cat_method: DriftMethod = Field(
+        default="jensenshannon", description="Evidently method for categorical columns."
+    )
+    column_methods: dict[str, DriftMethod] = Field(default_factory=dict)
+    window_days: int = Field(
+        default=7, ge=1, le=365, description="Days of scored data one monitoring window holds."
+    )
     windows_needed: int = Field(default=2, ge=1, description="N of the last M windows must drift to retrain.")
     windows_considered: int = Field(default=3, ge=1)
     cooldown_days: int = Field(default=7, ge=0)
@@ -261,6 +275,8 @@ class ModelSpec(_Strict):
             )
         if unknown_cols := set(self.drift.column_thresholds) - set(self.features):
             raise ValueError(f"drift.column_thresholds: {sorted(unknown_cols)} are not features")
+        if unknown_cols := set(self.drift.column_methods) - set(self.features):
+            raise ValueError(f"drift.column_methods: {sorted(unknown_cols)} are not features")
         return self
 
     @property
