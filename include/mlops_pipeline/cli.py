@@ -295,6 +295,7 @@ def format_report(report: RunReport, airflow_url: str, mlflow_url: str, login: S
 def ensure_example_data(store_dir: Path) -> str:
     """Write the example data into the file store at `store_dir` unless it is there; a line saying which."""
     from mlops_pipeline.example_data import (
+        CHURN_LABELS,
         CHURN_LANDING,
         DEFAULT_END,
         DIABETES_DS,
@@ -308,6 +309,7 @@ def ensure_example_data(store_dir: Path) -> str:
     wanted = (
         f"{CHURN_LANDING}/ds={DEFAULT_END:%Y-%m-%d}/batch.csv",
         scoring_keys(DEFAULT_END)[-1],
+        f"{CHURN_LABELS}/ds={DEFAULT_END:%Y-%m-%d}/labels.csv",
         f"{DIABETES_LANDING}/ds={DIABETES_DS:%Y-%m-%d}/data.csv",
     )
     if all(store.exists(key) for key in wanted):

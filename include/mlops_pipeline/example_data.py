@@ -45,6 +45,8 @@ CHURN_LANDING = "landing/churn"
 # Scoring inputs of the churn model (its spec's scoring.input.uri), several files a day.
 CHURN_INCOMING = "incoming/churn"
 SCORING_FILES_PER_DAY = 4
+# The true outcome of each customer scored on a day (the churn spec's labels.uri).
+CHURN_LABELS = "labels/churn"
 DIABETES_LANDING = "landing/diabetes"
 
 CHURN_ID_COLUMN = "customer_id"
@@ -317,7 +319,8 @@ def write_example_data(
     """Write the churn batches for every day in [`start`, `end`] and the diabetes data into `store`.
 
     Keys: `landing/churn/ds=YYYY-MM-DD/batch.csv` (training data with labels),
-    `incoming/churn/ds=YYYY-MM-DD/part-NNN.parquet` (the same customers to score, without labels) and
+    `incoming/churn/ds=YYYY-MM-DD/part-NNN.parquet` (the same customers to score, without labels),
+    `labels/churn/ds=YYYY-MM-DD/labels.csv` (their outcomes, for performance monitoring) and
     `landing/diabetes/ds=2026-01-01/data.csv`. Each file
     is replaced whole, with the same bytes on every run, so rerunning is harmless.
     """
@@ -329,6 +332,9 @@ def write_example_data(
         frame = churn_batch(ds, rows=rows_per_day)
         store.write_bytes(f"{CHURN_LANDING}/ds={ds:%Y-%m-%d}/batch.csv", _csv_bytes(frame))
         write_scoring_inputs(store, ds, rows=rows_per_day)
+        store.write_bytes(
+            f"{CHURN_LABELS}/ds={ds:%Y-%m-%d}/labels.csv", _csv_bytes(churn_labels(ds, rows=rows_per_day))
+        )
         churn_rows += len(frame)
     diabetes = diabetes_frame()
     store.write_bytes(f"{DIABETES_LANDING}/ds={DIABETES_DS:%Y-%m-%d}/data.csv", _csv_bytes(diabetes))

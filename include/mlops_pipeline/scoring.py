@@ -17,7 +17,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,8 @@ def check_rows(frame: pd.DataFrame, spec: ModelSpec) -> RowCheck:
             )
         else:
             nulls = values.isna().to_numpy()
-            allowed = values.isin(list(feature.allowed or [])).to_numpy()
+            # As text, like `features_frame` and ingest: a category sent as a number (1) is "1".
+            allowed = values.astype(str).isin(list(feature.allowed or [])).to_numpy()
             broken.append((f"allowed:{name}", policy, ~nulls & ~allowed))
         if not feature.nullable:
             broken.append((f"not_null:{name}", policy, nulls))
@@ -177,22 +178,35 @@ def check_rows(frame: pd.DataFrame, spec: ModelSpec) -> RowCheck:
     return RowCheck(quarantine, reasons, counts["quarantine"], counts["warn"], counts["fail"])
 
 
+def input_columns(path: Path, fmt: str) -> list[str]:
+    """The column names of an input file, read from its footer (Parquet) or header (CSV)."""
+    if fmt == "parquet":
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    from pyarrow import csv
+
+    with csv.open_csv(path) as reader:
+        return list(reader.schema.names)
+
+
 def iter_batches(path: Path, fmt: str, batch_rows: int) -> Iterator[pd.DataFrame]:
     """The file's rows, `batch_rows` at a time, as pandas frames (CSV values stay text)."""
     if fmt == "parquet":
-        parquet = pq.ParquetFile(path)
+        # pre_buffer=False: with pre-buffering, Arrow keeps the raw bytes of every row group read
+        # so far, so memory grew with the file (about its compressed size) instead of the batch.
+        parquet = pq.ParquetFile(path, pre_buffer=False)
         for batch in parquet.iter_batches(batch_size=batch_rows):
             yield batch.to_pandas()
         return
     from pyarrow import csv
 
-    # Text columns: a value that is not a number is reported as a type error, not read as null.
-    names = csv.open_csv(path).schema.names
+    # Text columns, and only an empty field is null (as ingest reads CSV): "n/a", "NA" or "null"
+    # are reported as type errors, not read as missing values and scored.
+    names = input_columns(path, fmt)
     reader = csv.open_csv(
         path,
         read_options=csv.ReadOptions(block_size=1 << 22),
         convert_options=csv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True
+            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True, null_values=[""]
         ),
     )
     pending: list[pd.DataFrame] = []
@@ -202,8 +216,12 @@ def iter_batches(path: Path, fmt: str, batch_rows: int) -> Iterator[pd.DataFrame
         pending_rows += batch.num_rows
         if pending_rows >= batch_rows:
             frame = pd.concat(pending, ignore_index=True)
-            yield frame.iloc[:batch_rows]
-            rest = frame.iloc[batch_rows:]
+            # A 4 MiB block can hold many batches: yield them all, keep only the remainder.
+            start = 0
+            while len(frame) - start >= batch_rows:
+                yield frame.iloc[start : start + batch_rows].reset_index(drop=True)
+                start += batch_rows
+            rest = frame.iloc[start:].reset_index(drop=True)
             pending, pending_rows = ([rest], len(rest)) if len(rest) else ([], 0)
     if pending_rows:
         yield pd.concat(pending, ignore_index=True)
@@ -267,7 +285,11 @@ def prediction_table(
     else:
         columns.append(pa.array(predictions.labels, _label_type(classes)))
         columns += [pa.array(predictions.values[:, k], pa.float64()) for k in range(len(classes))]
-    timestamp = np.full(rows, np.datetime64(stamp.logical_ts.replace(tzinfo=None), "us"))
+    logical_ts = stamp.logical_ts
+    if logical_ts.tzinfo is not None:
+        # The same instant in UTC: dropping another zone's offset would shift the stamp.
+        logical_ts = logical_ts.astimezone(timezone.utc).replace(tzinfo=None)
+    timestamp = np.full(rows, np.datetime64(logical_ts, "us"))
     columns += [
         _constant(stamp.model_name, rows),
         _constant(stamp.model_version, rows),
@@ -371,9 +393,9 @@ def score_file(
         shadow_writer = pq.ParquetWriter(shadow[2], shadow_schema, compression="snappy")
     quarantine_writer: pq.ParquetWriter | None = None
     try:
-        for position, batch in enumerate(iter_batches(input_path, fmt, batch_rows)):
-            if position == 0:
-                check_columns(list(batch.columns), spec, str(input_path.name))
+        # From the file's schema, not its first batch: an empty file lacking columns is refused too.
+        check_columns(input_columns(input_path, fmt), spec, str(input_path.name))
+        for batch in iter_batches(input_path, fmt, batch_rows):
             stats.rows_in += len(batch)
             check = check_rows(batch, spec)
             if check.failed_by_rule:

@@ -92,6 +92,22 @@ class ScoringInputSpec(_Strict):
         return value
 
 
+class LabelsSpec(_Strict):
+    """Where true labels arrive later, keyed by the day the rows were scored: id and target columns."""
+
+    uri: str = Field(
+        description="URI pattern with {ds} (the scoring day), relative to the store root or absolute."
+    )
+    format: Literal["csv", "parquet"] = "csv"
+
+    @field_validator("uri")
+    @classmethod
+    def _has_ds(cls, value: str) -> str:
+        if "{ds}" not in value:
+            raise ValueError("the labels uri must contain '{ds}' (the day the labelled rows were scored)")
+        return value
+
+
 class ScoringSpec(_Strict):
     """Batch scoring: the input, how much of it may be unscorable, and the streaming batch size."""
 
@@ -239,6 +255,7 @@ class ModelSpec(_Strict):
     scoring: ScoringSpec | None = Field(
         default=None, description="Batch scoring; no `<model>__score` DAG when absent."
     )
+    labels: LabelsSpec | None = Field(default=None, description="Late labels for performance monitoring.")
     tags: list[str] = Field(default_factory=list)
 
     @field_validator("name")

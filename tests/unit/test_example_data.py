@@ -218,6 +218,9 @@ def test_write_example_data_writes_each_day_and_the_diabetes_file(tmp_path: Path
     ]
     assert store.list() == [
         *[key.replace("ds=2026-03-9/", "ds=2026-03-09/") for key in scoring_inputs],
+        "labels/churn/ds=2026-03-09/labels.csv",
+        "labels/churn/ds=2026-03-10/labels.csv",
+        "labels/churn/ds=2026-03-11/labels.csv",
         "landing/churn/ds=2026-03-09/batch.csv",
         "landing/churn/ds=2026-03-10/batch.csv",
         "landing/churn/ds=2026-03-11/batch.csv",
