@@ -15,6 +15,7 @@ import pendulum
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
 from mlops_pipeline.airflow_glue import (
+    MLOpsNotifier,
     champion_asset,
     predictions_asset,
     rejections_fail_the_task,
@@ -83,6 +84,13 @@ def train_dag(spec: ModelSpec) -> DAG:
                 type="boolean",
                 title="Dry run",
                 description="Validate, train and evaluate, but register and promote nothing.",
+            ),
+            "reason": Param(
+                "",
+                type="string",
+                maxLength=2000,
+                title="Reason",
+                description="Why this run was started; the monitor sets it when drift triggers retraining.",
             ),
         },
     )
@@ -327,8 +335,112 @@ def score_dag(spec: ModelSpec) -> DAG:
     return scoring()
 
 
+MONITOR_DOC = """
+### {name}: monitoring
+
+Compares the last `window_days` days of published predictions (and the inputs they were scored
+from) with the champion's training snapshot, found through its lineage tags: data drift on the
+features and prediction drift on the outputs with Evidently (distance measures, so identical
+data never alarms at any sample size), and live performance where labels have arrived. Reports
+go to `reports/{name}/<run>/`, scores to the MLflow experiment `{name}-monitoring`.
+`retrain` triggers `{name}__train` when {needed} of the last {considered} windows alarmed, at
+most once per {cooldown} days. A check that cannot run (no predictions, no reference) fails the
+run: it never counts as drift.
+
+**Params**: `end` (last day of the window; default: the run's data interval), `window_days`, `dry_run`.
+"""
+
+
+def monitor_dag(spec: ModelSpec) -> DAG:
+    """The `<model>__monitor` DAG of one spec with a scoring section."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    @dag(
+        dag_id=f"{spec.name}__monitor",
+        description=f"Drift and performance of {spec.name}; triggers retraining",
+        doc_md=MONITOR_DOC.format(
+            name=spec.name,
+            needed=spec.drift.windows_needed,
+            considered=spec.drift.windows_considered,
+            cooldown=spec.drift.cooldown_days,
+        ),
+        schedule=spec.schedules.monitor,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=["mlops", "monitor", spec.name, *spec.tags],
+        default_args={"owner": spec.owner, "retries": 0},
+        on_failure_callback=MLOpsNotifier(
+            "{{ dag.dag_id }} could not check its window: see run {{ run_id }}"
+        ),
+        params={
+            "end": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Window end (YYYY-MM-DD)",
+                description="Last day of the window. Empty: the run's data interval.",
+            ),
+            "window_days": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                maximum=365,
+                title="Window (days)",
+                description=f"Days of scored data to check. Empty: the spec's {spec.drift.window_days}.",
+            ),
+            "dry_run": Param(
+                False,
+                type="boolean",
+                title="Dry run",
+                description="Check and report, but record nothing and never trigger retraining.",
+            ),
+        },
+    )
+    def monitoring() -> None:
+        @task(**EXTERNAL)
+        def check() -> dict:
+            from mlops_pipeline import steps
+
+            context = get_current_context()
+            params = context["params"]
+            with rejections_fail_the_task():
+                return steps.monitor(
+                    spec,
+                    task_store(),
+                    resolve_as_of(context, params["end"]),
+                    params["window_days"],
+                    params["dry_run"],
+                    run_info(context),
+                )
+
+        @task.short_circuit(**EXTERNAL)
+        def retrain_needed(result: dict) -> bool:
+            """Skip `retrain` unless the decision says so."""
+            return bool(result["trigger"])
+
+        retrain = TriggerDagRunOperator(
+            task_id="retrain",
+            trigger_dag_id=f"{spec.name}__train",
+            conf={
+                "as_of": "{{ ti.xcom_pull(task_ids='check')['end'] }}",
+                "reason": "{{ ti.xcom_pull(task_ids='check')['decision']['reason'] }}",
+            },
+            on_success_callback=MLOpsNotifier(
+                f"{spec.name}: retraining triggered: "
+                "{{ ti.xcom_pull(task_ids='check')['decision']['reason'] }}"
+            ),
+            **EXTERNAL,
+        )
+        result = check()
+        retrain_needed(result) >> retrain
+
+    return monitoring()
+
+
 for _spec in load_specs(default_models_dir()).specs.values():
     globals()[f"{_spec.name}__train"] = train_dag(_spec)
     globals()[f"{_spec.name}__rollback"] = rollback_dag(_spec)
     if _spec.scoring is not None:
         globals()[f"{_spec.name}__score"] = score_dag(_spec)
+        globals()[f"{_spec.name}__monitor"] = monitor_dag(_spec)

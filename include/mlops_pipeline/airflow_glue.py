@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import date, timedelta
 from typing import Any
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlops_pipeline.settings import get_settings
@@ -31,6 +31,43 @@ def task_store() -> ObjectStore:
         )
         return open_store(settings.store_uri, kwargs)
     return open_store(settings.store_uri)
+
+
+class MLOpsNotifier(BaseNotifier):
+    """Alerts of the pipeline: POSTed as JSON to MLOPS_ALERT_WEBHOOK_URL when set, else logged.
+
+    A failing webhook is logged, never raised: an alert must not fail the task it reports on.
+    """
+
+    template_fields = ("message",)
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def notify(self, context: Any) -> None:
+        """Send (or log) the rendered message with the run's identity."""
+        import logging
+        import os
+
+        log = logging.getLogger("mlops_pipeline.alerts")
+        dag_run = context.get("dag_run")
+        payload = {
+            "text": self.message,
+            "dag_id": getattr(dag_run, "dag_id", None),
+            "run_id": getattr(dag_run, "run_id", None),
+            "task_id": getattr(context.get("ti"), "task_id", None),
+        }
+        url = os.environ.get("MLOPS_ALERT_WEBHOOK_URL")
+        if not url:
+            log.warning("MLOps alert: %s", payload)
+            return
+        import httpx
+
+        try:
+            httpx.post(url, json=payload, timeout=10).raise_for_status()
+        except httpx.HTTPError as exc:
+            log.error("MLOps alert could not be sent to the webhook: %s; alert was %s", exc, payload)
 
 
 def champion_asset(model: str) -> Asset:

@@ -10,6 +10,7 @@ each task pays only for what it uses.
 from __future__ import annotations
 
 import io
+import json
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -595,3 +596,214 @@ def _log_scoring_run(
             {"model_version": plan["model"]["version"], "ds": ds, "shadow": bool(plan["shadow_model"])}
         )
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN-free
+
+
+# --- monitoring --------------------------------------------------------------------------------
+
+
+def _feature_kinds(spec: ModelSpec) -> dict[str, str]:
+    return {name: ("cat" if f.type == "category" else "num") for name, f in spec.features.items()}
+
+
+def _read_frame(store: ObjectStore, key: str, fmt: str) -> Any:
+    import pandas as pd
+
+    data = io.BytesIO(store.read_bytes(key))
+    if fmt == "parquet":
+        return pd.read_parquet(data)
+    return pd.read_csv(data, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def _current_window(
+    spec: ModelSpec, store: ObjectStore, days: list[date]
+) -> tuple[Any, Any, list[str], list[str]]:
+    """Published predictions of the window and the inputs they were scored from (manifests only)."""
+    import pandas as pd
+
+    from mlops_pipeline.ingest import split_source_uri
+    from mlops_pipeline.predictions import PREDICTIONS, read_manifest, read_partition
+
+    assert spec.scoring is not None
+    input_store, _ = split_source_uri(spec.scoring.input.uri, store)
+    predictions, inputs, used, missing = [], [], [], []
+    for day in days:
+        ds = day.isoformat()
+        manifest = read_manifest(store, PREDICTIONS, spec.name, ds)
+        table = read_partition(store, spec.name, ds) if manifest else None
+        if manifest is None or table is None:
+            missing.append(ds)
+            continue
+        predictions.append(table.to_pandas().assign(ds=ds))
+        for entry in manifest["files"]:
+            inputs.append(_read_frame(input_store, entry["input_key"], spec.scoring.input.format))
+        used.append(ds)
+    if not used:
+        raise StepRejected(
+            f"cannot check {spec.name} for {days[0]}..{days[-1]}: no published predictions in the window "
+            "(score those days first); this is not drift"
+        )
+    scored = pd.concat(predictions, ignore_index=True)
+    features = pd.concat(inputs, ignore_index=True)
+    # Quarantined rows were never scored: compare exactly the rows that were.
+    features = features[features[spec.id_column].astype(str).isin(set(scored["id"]))]
+    return scored, features, used, missing
+
+
+def _reference(spec: ModelSpec, store: ObjectStore, client: Any) -> tuple[Any, Any, Any]:
+    """The champion's version, its training snapshot (found through its lineage tags), and its pipeline."""
+    import hashlib
+
+    import pandas as pd
+
+    from mlops_pipeline import registry
+
+    champion = registry.alias_version(client, spec.name, registry.CHAMPION)
+    if champion is None:
+        raise StepRejected(
+            f"cannot check {spec.name}: it has no champion, so there is no reference; this is not drift"
+        )
+    data_uri, data_sha256 = champion.tags.get("data_uri"), champion.tags.get("data_sha256")
+    prefix = store.root_uri.rstrip("/") + "/"
+    if not data_uri or not data_sha256 or not data_uri.startswith(prefix):
+        raise StepRejected(
+            f"cannot check {spec.name}: champion v{champion.version} has no training snapshot in {store.root_uri} "
+            f"(tags data_uri={data_uri!r}, data_sha256={data_sha256!r}); this is not drift"
+        )
+    from urllib.parse import unquote
+
+    data = store.read_bytes(unquote(data_uri[len(prefix) :]))
+    if hashlib.sha256(data).hexdigest() != data_sha256:
+        raise StepRejected(f"the reference snapshot {data_uri} does not match its sha256 {data_sha256}")
+    reference = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
+    return champion, reference, registry.load_version(client, champion)
+
+
+def _prediction_frame(spec: ModelSpec, labels: Any, positive: Any) -> Any:
+    import pandas as pd
+
+    columns: dict[str, Any] = {"prediction": pd.Series(labels).astype(str)}
+    if positive is not None:
+        columns["proba_positive"] = pd.Series(positive, dtype="float64")
+    return pd.DataFrame(columns)
+
+
+def monitor(
+    spec: ModelSpec, store: ObjectStore, end: date, window: int | None, dry_run: bool, run: RunInfo
+) -> dict[str, Any]:
+    """Check one window for data drift, prediction drift and performance; record it and decide on retraining."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+    import numpy as np
+
+    from mlops_pipeline import drift, monitoring, registry
+    from mlops_pipeline.training import features_frame
+
+    if spec.scoring is None:
+        raise StepRejected(f"{spec.name} has no scoring section: there are no predictions to monitor")
+    client = registry.connect(get_settings().mlflow_tracking_uri)
+    days = monitoring.window_days(end, window or spec.drift.window_days)
+    scored, current_raw, used, missing = _current_window(spec, store, days)
+    champion, reference_raw, pipeline = _reference(spec, store, client)
+
+    kinds = _feature_kinds(spec)
+    # Compare like with like: rows that scoring would have quarantined are not in the current data.
+    from mlops_pipeline.scoring import check_rows
+
+    reference_raw = reference_raw[~check_rows(reference_raw, spec).quarantine]
+    reference = features_frame(reference_raw, spec)
+    current = features_frame(current_raw, spec)
+    data_report = drift.check_drift(reference, current, kinds, spec.drift)
+
+    # Prediction drift: the champion on its own training data versus what was published.
+    output_drift = spec.drift.model_copy(update={"column_thresholds": {}, "column_methods": {}})
+    if spec.task == "classification":
+        probabilities = pipeline.predict_proba(reference)
+        reference_out = _prediction_frame(
+            spec, pipeline.classes_[np.argmax(probabilities, axis=1)], probabilities[:, -1]
+        )
+        positive = sorted(c for c in scored.columns if c.startswith("proba_"))[-1]
+        current_out = _prediction_frame(spec, scored["prediction"], scored[positive])
+        out_kinds = {"prediction": "cat", "proba_positive": "num"}
+    else:
+        reference_out = _prediction_frame(spec, pipeline.predict(reference), None).astype(
+            {"prediction": float}
+        )
+        current_out = _prediction_frame(spec, scored["prediction"], None).astype({"prediction": float})
+        out_kinds = {"prediction": "num"}
+    prediction_report = drift.check_drift(reference_out, current_out, out_kinds, output_drift)
+
+    labels = monitoring.read_labels(store, spec, [date.fromisoformat(d) for d in used])
+    performance = monitoring.performance_by_version(scored, labels, spec) if len(labels) else {}
+    drops = monitoring.below_floors(performance, spec)
+
+    prefix = layout.reports_prefix(spec.name, run.dag_run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, report in (("data_drift", data_report), ("prediction_drift", prediction_report)):
+            html, js = Path(tmp) / f"{name}.html", Path(tmp) / f"{name}.json"
+            drift.save_report(report, html, js)
+            store.upload_file(html, f"{prefix}/{name}.html")
+            store.upload_file(js, f"{prefix}/{name}.json")
+    window_summary = {
+        "days_used": used,
+        "days_missing": missing,
+        "reference": {"version": str(champion.version), "data_uri": champion.tags.get("data_uri")},
+        "data_drift": data_report.to_dict(),
+        "prediction_drift": prediction_report.to_dict(),
+        "performance": performance,
+        "performance_drops": drops,
+    }
+    store.write_bytes(f"{prefix}/monitoring.json", json.dumps(window_summary, indent=2, default=str).encode())
+
+    verdict = monitoring.WindowVerdict(
+        end=end.isoformat(),
+        start=days[0].isoformat(),
+        data_drift=data_report.dataset_drift,
+        prediction_drift=bool(prediction_report.drifted_columns()),
+        performance_drop=bool(drops),
+        drifted_columns=data_report.drifted_columns(),
+        run_id=run.dag_run_id,
+    )
+    if not dry_run:
+        monitoring.record_verdict(store, spec.name, verdict)
+    history = monitoring.verdicts(store, spec.name)
+    if dry_run:
+        history = [v for v in history if v.end != verdict.end] + [verdict]
+        history.sort(key=lambda v: v.end)
+    decision = monitoring.decide(history, monitoring.trigger_days(store, spec.name), spec.drift, verdict.end)
+    trigger = decision.retrain and not dry_run
+    if trigger and not monitoring.record_trigger(store, spec.name, verdict.end, decision, run.dag_run_id):
+        trigger = False
+
+    metrics = {f"drift_score.{c.column}": c.score for c in data_report.columns}
+    metrics |= {f"prediction_drift_score.{c.column}": c.score for c in prediction_report.columns}
+    metrics |= {"drifted_share": data_report.drifted_share, "rows_current": float(len(current))}
+    for version, values in performance.items():
+        metrics |= {f"live_{metric}.v{version}": value for metric, value in values.items()}
+    experiment = mlflow.set_experiment(f"{spec.name}-monitoring")
+    with mlflow.start_run(
+        experiment_id=experiment.experiment_id,
+        run_name=f"window {days[0]}..{end}",
+        tags={**run.tags(), "window_start": days[0].isoformat(), "window_end": end.isoformat()},
+    ):
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
+        mlflow.log_params(
+            {"window_days": len(days), "reference_version": str(champion.version), "dry_run": dry_run}
+        )
+        mlflow.set_tags({"retrain_triggered": str(trigger).lower(), "decision": decision.reason[:5000]})
+    return monitoring.summary(
+        verdict,
+        decision,
+        {
+            "trigger": trigger,
+            "dry_run": dry_run,
+            "days_used": used,
+            "days_missing": missing,
+            "performance": performance,
+            "performance_drops": drops,
+            "data_drift_report": store.uri(f"{prefix}/data_drift.html"),
+            "prediction_drift_report": store.uri(f"{prefix}/prediction_drift.html"),
+            "drift_scores": {c.column: c.score for c in data_report.columns},
+        },
+    )

@@ -19,7 +19,9 @@ DAGS = REPO / "dags"
 HEAVY = ("sklearn", "mlflow", "great_expectations", "evidently")
 MODELS = sorted(path.stem for path in (REPO / "include" / "models").glob("*.yaml"))
 SCORED = ["churn"]  # the example specs with a scoring section
-EXPECTED_DAGS = {f"{m}__{kind}" for m in MODELS for kind in ("train", "rollback")} | {f"{m}__score" for m in SCORED}
+EXPECTED_DAGS = {f"{m}__{kind}" for m in MODELS for kind in ("train", "rollback")} | {
+    f"{m}__{kind}" for m in SCORED for kind in ("score", "monitor")
+}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def test_params_have_schemas_that_refuse_bad_input(dagbag) -> None:
     from airflow.sdk.definitions.param import ParamValidationError
 
     params = dagbag.dags["churn__train"].params
-    assert set(params.keys()) == {"as_of", "window_days", "dry_run"}
+    assert set(params.keys()) == {"as_of", "window_days", "dry_run", "reason"}
     params.validate()  # the defaults are valid
     for name, bad in [
         ("window_days", -3),
@@ -120,3 +122,26 @@ def test_a_broken_spec_is_one_clear_import_error_and_the_others_still_load(tmp_p
     assert "features.support_calls" in message
     assert "min (50.0) is greater than max (0.0)" in message
     assert set(bag.dag_ids) == EXPECTED_DAGS
+
+
+def test_score_and_monitor_params_refuse_bad_input(dagbag) -> None:
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    for dag_id, name, bad in (
+        ("churn__score", "ds", "2026-13-01"),
+        ("churn__score", "model_version", 0),
+        ("churn__monitor", "window_days", 0),
+        ("churn__monitor", "end", "yesterday"),
+    ):
+        params = copy.deepcopy(dagbag.dags[dag_id].params)
+        with pytest.raises(ParamValidationError, match=name):
+            params[name] = bad
+            params.validate()
+
+
+def test_monitor_triggers_the_train_dag_only_through_its_decision(dagbag) -> None:
+    monitor = dagbag.dags["churn__monitor"]
+    retrain = monitor.get_task("retrain")
+    assert retrain.trigger_dag_id == "churn__train"
+    assert set(retrain.conf) == {"as_of", "reason"}
+    assert [t.task_id for t in retrain.upstream_list] == ["retrain_needed"]

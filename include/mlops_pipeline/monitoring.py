@@ -1,0 +1,195 @@
+"""Monitoring: what a window holds, how late labels join predictions, and when to retrain.
+
+The retraining decision is a pure function of the recorded window verdicts and triggers
+(:func:`decide`): retrain when drift or a performance drop was seen in `windows_needed` of the
+last `windows_considered` windows, and not again within `cooldown_days` of the last trigger. A
+window whose check could not run is never recorded, so it can neither count as drift nor hide it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import pandas as pd
+
+from mlops_pipeline.evaluation import compute_metrics
+from mlops_pipeline.spec import DriftSpec, ModelSpec
+from mlops_pipeline.store import ObjectExistsError, ObjectStore, glob_keys
+
+
+class MonitoringUnavailable(RuntimeError):
+    """The check could not run (no current data, no reference): a failure, never a drift verdict."""
+
+
+@dataclass(frozen=True)
+class WindowVerdict:
+    """What one monitoring window found; stored once per window end."""
+
+    end: str
+    start: str
+    data_drift: bool
+    prediction_drift: bool
+    performance_drop: bool
+    drifted_columns: list[str]
+    run_id: str
+
+    @property
+    def alarming(self) -> bool:
+        """Whether this window counts towards retraining."""
+        return self.data_drift or self.prediction_drift or self.performance_drop
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to trigger retraining now, and why (or why not)."""
+
+    retrain: bool
+    reason: str
+    alarming_windows: list[str]
+
+
+def window_days(end: date, days: int) -> list[date]:
+    """The `days` days ending with `end`, oldest first."""
+    return [end - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+
+
+def verdict_key(model: str, end: str) -> str:
+    """Where a window's verdict is recorded (a rerun of the same window replaces it)."""
+    return f"monitoring/{model}/windows/{end}.json"
+
+
+def trigger_key(model: str, end: str) -> str:
+    """Where a retraining trigger is recorded (create-only: one per window end)."""
+    return f"monitoring/{model}/triggers/{end}.json"
+
+
+def record_verdict(store: ObjectStore, model: str, verdict: WindowVerdict) -> None:
+    """Store the verdict of one window."""
+    store.write_bytes(verdict_key(model, verdict.end), json.dumps(asdict(verdict), indent=2).encode())
+
+
+def verdicts(store: ObjectStore, model: str) -> list[WindowVerdict]:
+    """Every recorded window verdict, oldest window first."""
+    return [
+        WindowVerdict(**json.loads(store.read_bytes(key)))
+        for key in store.list(f"monitoring/{model}/windows")
+        if key.endswith(".json")
+    ]
+
+
+def trigger_days(store: ObjectStore, model: str) -> list[str]:
+    """Window ends at which retraining was triggered, oldest first."""
+    return [key.rsplit("/", 1)[1].removesuffix(".json") for key in store.list(f"monitoring/{model}/triggers")]
+
+
+def decide(history: list[WindowVerdict], triggers: list[str], drift: DriftSpec, end: str) -> Decision:
+    """Apply the N-of-M rule and the cooldown to the windows up to `end` (pure)."""
+    considered = [v for v in history if v.end <= end][-drift.windows_considered :]
+    alarming = [v.end for v in considered if v.alarming]
+    if len(alarming) < drift.windows_needed:
+        return Decision(
+            False,
+            f"{len(alarming)} of the last {len(considered)} windows alarming; {drift.windows_needed} needed",
+            alarming,
+        )
+    earlier = [t for t in triggers if t <= end]
+    if earlier:
+        last = date.fromisoformat(earlier[-1])
+        if date.fromisoformat(end) - last < timedelta(days=drift.cooldown_days) or earlier[-1] == end:
+            return Decision(
+                False,
+                f"retraining already triggered on {last}; cooldown of {drift.cooldown_days} days",
+                alarming,
+            )
+    latest = next(v for v in reversed(considered) if v.alarming)
+    causes = [
+        name
+        for name, flag in (
+            (f"data drift in {', '.join(latest.drifted_columns)}", latest.data_drift),
+            ("prediction drift", latest.prediction_drift),
+            ("performance below the floor", latest.performance_drop),
+        )
+        if flag
+    ]
+    reason = f"{len(alarming)} of the last {len(considered)} windows alarming (latest: {'; '.join(causes)})"
+    return Decision(True, reason, alarming)
+
+
+def record_trigger(store: ObjectStore, model: str, end: str, decision: Decision, run_id: str) -> bool:
+    """Record a trigger for window `end`; False if one was already recorded (the trigger fires once)."""
+    body = {"end": end, "reason": decision.reason, "windows": decision.alarming_windows, "run_id": run_id}
+    try:
+        store.create_only(trigger_key(model, end), json.dumps(body, indent=2).encode())
+    except ObjectExistsError:
+        return False
+    return True
+
+
+def read_labels(store: ObjectStore, spec: ModelSpec, days: list[date]) -> pd.DataFrame:
+    """The labels that have arrived for rows scored on `days`: id, target, ds (empty when none)."""
+    from mlops_pipeline.ingest import split_source_uri
+
+    if spec.labels is None:
+        return pd.DataFrame(columns=["id", spec.target, "ds"])
+    labels_store, pattern = split_source_uri(spec.labels.uri, store)
+    frames = []
+    for day in days:
+        for key in glob_keys(labels_store, pattern.format(ds=day.isoformat())):
+            data = io.BytesIO(labels_store.read_bytes(key))
+            frame = (
+                pd.read_csv(data, dtype={spec.id_column: str})
+                if spec.labels.format == "csv"
+                else pd.read_parquet(data)
+            )
+            frames.append(
+                frame[[spec.id_column, spec.target]]
+                .rename(columns={spec.id_column: "id"})
+                .assign(ds=day.isoformat())
+            )
+    if not frames:
+        return pd.DataFrame(columns=["id", spec.target, "ds"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def performance_by_version(
+    predictions: pd.DataFrame, labels: pd.DataFrame, spec: ModelSpec
+) -> dict[str, dict[str, float]]:
+    """The spec's metrics per model version, on the predictions whose labels have arrived."""
+    joined = predictions.merge(labels[["id", spec.target]], on="id", how="inner")
+    result: dict[str, dict[str, float]] = {}
+    for version, rows in joined.groupby(joined["model_version"].astype(str)):
+        if spec.task == "classification":
+            # Probability of the positive (last) class, as the gates compute it at training time.
+            positive = sorted(c for c in rows.columns if c.startswith("proba_"))[-1]
+            y_true = rows[spec.target].astype("int64").to_numpy()
+            metrics = compute_metrics(
+                spec.task, y_true, rows["prediction"].to_numpy(), rows[positive].to_numpy()
+            )
+        else:
+            y_true = rows[spec.target].astype(float).to_numpy()
+            metrics = compute_metrics(spec.task, y_true, rows["prediction"].to_numpy(), None)
+        result[str(version)] = {**metrics, "labelled_rows": float(len(rows))}
+    return result
+
+
+def below_floors(performance: dict[str, dict[str, float]], spec: ModelSpec) -> list[str]:
+    """Metric floors of the spec's gates that a version's live performance fell below."""
+    drops = []
+    for version, metrics in performance.items():
+        for metric, floor in spec.gates.floors.items():
+            value = metrics.get(metric)
+            if value is None:
+                continue
+            worse = value < floor if spec.metric_higher_is_better(metric) else value > floor
+            if worse:
+                drops.append(f"v{version} {metric}={value:.3f} (floor {floor})")
+    return drops
+
+
+def summary(verdict: WindowVerdict, decision: Decision, extra: dict[str, Any]) -> dict[str, Any]:
+    """The monitoring task's JSON result."""
+    return {**asdict(verdict), "alarming": verdict.alarming, "decision": asdict(decision), **extra}
