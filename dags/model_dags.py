@@ -18,9 +18,11 @@ from mlops_pipeline.airflow_glue import (
     MLOpsNotifier,
     champion_asset,
     predictions_asset,
+    promoted_as_of,
     rejections_fail_the_task,
     resolve_as_of,
     run_info,
+    score_schedule,
     task_store,
 )
 from mlops_pipeline.spec import ModelSpec, default_models_dir, load_specs
@@ -139,18 +141,25 @@ def train_dag(spec: ModelSpec) -> DAG:
             return steps.register(spec, manifest, candidate, evaluation, run_info(context))
 
         @task(outlets=[champion_asset(spec.name)], **EXTERNAL)
-        def promote(registered: dict) -> dict:
+        def promote(registered: dict, manifest: dict) -> dict:
             from mlops_pipeline import steps
 
+            context = get_current_context()
             with rejections_fail_the_task():
-                return steps.promote(spec, task_store(), registered, run_info(get_current_context()))
+                promoted = steps.promote(spec, task_store(), registered, run_info(context))
+            # Consumers (the score DAG) re-score the last day of this model's data with it.
+            context["outlet_events"][champion_asset(spec.name)].extra = {
+                "version": promoted["champion_version"],
+                "as_of": manifest["as_of"],
+            }
+            return promoted
 
         manifest = ingest()
         validated = validate(manifest)
         candidate = train(manifest, validated)
         evaluation = evaluate(validated, candidate)
         registered = register(manifest, candidate, evaluation)
-        promoted = promote(registered)
+        promoted = promote(registered, manifest)
         if spec.approval_required:
             from airflow.providers.standard.operators.hitl import ApprovalOperator
 
@@ -252,7 +261,7 @@ def score_dag(spec: ModelSpec) -> DAG:
             batch_rows=spec.scoring.batch_rows,
             limit=spec.scoring.max_quarantine_share,
         ),
-        schedule=spec.schedules.score,
+        schedule=score_schedule(spec),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
@@ -284,16 +293,26 @@ def score_dag(spec: ModelSpec) -> DAG:
     def scoring() -> None:
         @task(**EXTERNAL)
         def plan() -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
             from mlops_pipeline import steps
 
             context = get_current_context()
             params = context["params"]
             version = params["model_version"]
+            ds = params["ds"]
+            if ds is None and context.get("triggering_asset_events"):
+                # Started by a new champion: re-score the last day it was trained on.
+                ds = promoted_as_of(context)
+                if ds is None:
+                    raise AirflowSkipException(
+                        "the champion changed without a data day (a rollback): nothing to re-score"
+                    )
             with rejections_fail_the_task():
                 return steps.score_plan(
                     spec,
                     task_store(),
-                    resolve_as_of(context, params["ds"]),
+                    resolve_as_of(context, ds),
                     None if version is None else str(version),
                     params["shadow"],
                     run_info(context),

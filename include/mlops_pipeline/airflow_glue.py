@@ -15,6 +15,7 @@ from airflow.sdk import Asset, BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlops_pipeline.settings import get_settings
+from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.steps import RunInfo, StepRejected
 from mlops_pipeline.store import ObjectStore, open_store, s3_client_kwargs_from_connection
 
@@ -78,6 +79,27 @@ def champion_asset(model: str) -> Asset:
 def predictions_asset(model: str) -> Asset:
     """The asset that changes whenever a partition of `model`'s predictions is published."""
     return Asset(name=f"{model}__predictions", uri=f"x-mlops://predictions/{model}", group="predictions")
+
+
+def score_schedule(spec: ModelSpec) -> Any:
+    """The score DAG's schedule: the spec's cron (if any) or a new champion, whichever comes first."""
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    champion = champion_asset(spec.name)
+    if spec.schedules.score is None:
+        return [champion]
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(spec.schedules.score, timezone="UTC"), assets=[champion]
+    )
+
+
+def promoted_as_of(context: Any) -> str | None:
+    """The data day of the promotion that triggered this run (from the champion asset event), if any."""
+    for events in context.get("triggering_asset_events", {}).values():
+        for event in reversed(list(events)):
+            if (event.extra or {}).get("as_of"):
+                return str(event.extra["as_of"])
+    return None
 
 
 def run_info(context: Any) -> RunInfo:

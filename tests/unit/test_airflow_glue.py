@@ -72,3 +72,33 @@ def test_champion_asset_is_stable_per_model() -> None:
     asset = champion_asset("churn")
     assert asset.name == "churn__champion"
     assert asset.uri == "x-mlops://models/churn/champion"
+
+
+def test_a_promotion_event_gives_the_day_to_rescore() -> None:
+    from mlops_pipeline.airflow_glue import promoted_as_of
+
+    events = {
+        champion_asset("churn"): [
+            SimpleNamespace(extra={"version": "2"}),
+            SimpleNamespace(extra={"as_of": "2026-04-04"}),
+        ]
+    }
+    assert promoted_as_of({"triggering_asset_events": events}) == "2026-04-04"
+    rollback = {champion_asset("churn"): [SimpleNamespace(extra={"version": "1"})]}
+    assert promoted_as_of({"triggering_asset_events": rollback}) is None
+    assert promoted_as_of({}) is None
+
+
+def test_scoring_runs_daily_or_when_the_champion_changes() -> None:
+    from pathlib import Path
+
+    from airflow.sdk import AssetOrTimeSchedule
+
+    from mlops_pipeline.airflow_glue import score_schedule
+    from mlops_pipeline.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "include/models/churn.yaml")
+    schedule = score_schedule(spec)
+    assert isinstance(schedule, AssetOrTimeSchedule)
+    manual = spec.model_copy(update={"schedules": spec.schedules.model_copy(update={"score": None})})
+    assert score_schedule(manual) == [champion_asset("churn")]
