@@ -169,9 +169,16 @@ def clean_stale_parts(
     """
     prefix = partition_prefix(area, model, ds)
     runs = f"{prefix}/_runs/"
-    keep: set[str] = set()
-    for key in _generations(store, area, model, ds)[-KEPT_GENERATIONS:]:
-        keep |= {f["key"][len(runs) :].split("/", 1)[0] for f in json.loads(store.read_bytes(key))["files"]}
+    manifests = [
+        json.loads(store.read_bytes(key)) for key in _generations(store, area, model, ds)[-KEPT_GENERATIONS:]
+    ]
+    # And the published one: generation files of publishes that crashed before `_manifest.json`
+    # may be newer than it, and its files must outlive them.
+    if (published := read_manifest(store, area, model, ds)) is not None:
+        manifests.append(published)
+    keep = {
+        entry["key"][len(runs) :].split("/", 1)[0] for manifest in manifests for entry in manifest["files"]
+    }
     if keep_token:
         keep.add(safe_segment(keep_token))
     tokens = {key[len(runs) :].split("/", 1)[0] for key in store.list(runs) if key.startswith(runs)}
