@@ -17,7 +17,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +288,7 @@ def prediction_table(
     logical_ts = stamp.logical_ts
     if logical_ts.tzinfo is not None:
         # The same instant in UTC: dropping another zone's offset would shift the stamp.
-        logical_ts = logical_ts.astimezone(timezone.utc).replace(tzinfo=None)
+        logical_ts = logical_ts.astimezone(UTC).replace(tzinfo=None)
     timestamp = np.full(rows, np.datetime64(logical_ts, "us"))
     columns += [
         _constant(stamp.model_name, rows),

@@ -98,7 +98,7 @@ def test_scoring_runs_daily_or_when_the_champion_changes() -> None:
     from mlops_pipeline.spec import load_spec
 
     spec = load_spec(Path(__file__).resolve().parents[2] / "include/models/churn.yaml")
-    schedule = score_schedule(spec)
-    assert isinstance(schedule, AssetOrTimeSchedule)
+    daily = spec.model_copy(update={"schedules": spec.schedules.model_copy(update={"score": "@daily"})})
+    assert isinstance(score_schedule(daily), AssetOrTimeSchedule)
     manual = spec.model_copy(update={"schedules": spec.schedules.model_copy(update={"score": None})})
     assert score_schedule(manual) == [champion_asset("churn")]
