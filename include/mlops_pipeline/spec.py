@@ -209,6 +209,11 @@ class DriftSpec(_Strict):
         default="jensenshannon", description="Evidently method for categorical columns."
     )
     column_methods: dict[str, DriftMethod] = Field(default_factory=dict)
+    sample_rows: int = Field(
+        default=100_000,
+        ge=1_000,
+        description="Rows per side Evidently compares; larger sides are reduced to a quantile sketch.",
+    )
     window_days: int = Field(
         default=7, ge=1, le=365, description="Days of scored data one monitoring window holds."
     )
