@@ -219,6 +219,13 @@ class AirflowClient:
         """One run."""
         return _dag_run(self._json("GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}"))
 
+    def list_dag_runs(self, dag_id: str, *, limit: int = 100) -> list[DagRun]:
+        """The DAG's runs, newest first."""
+        body = self._json(
+            "GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns", params={"limit": limit, "order_by": "-run_after"}
+        )
+        return [_dag_run(item) for item in body["dag_runs"]]
+
     def count_dag_runs(self, dag_id: str) -> int:
         """How many runs the DAG has."""
         body = self._json("GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns", params={"limit": 1})

@@ -171,3 +171,81 @@ def test_a_triggered_run_promotes_a_champion_with_lineage(stack: Stack, admin: A
     for uri in (evaluation["report_html_uri"], validation["data_docs_uri"]):
         assert uri.startswith(stack.store.root_uri)
         assert Path(unquote(urlparse(uri).path)).exists(), uri
+
+
+def _wait_for_new_run(admin: AirflowClient, dag_id: str, known: set[str], timeout: float) -> str:
+    """The id of the first run of `dag_id` not in `known`, once the scheduler has created it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = [run.run_id for run in admin.list_dag_runs(dag_id) if run.run_id not in known]
+        if fresh:
+            return fresh[0]
+        time.sleep(2)
+    raise AssertionError(f"no new run of {dag_id} within {timeout} s")
+
+
+@pytest.mark.timeout(900)
+def test_monitoring_triggers_retraining_and_the_new_champion_rescores(
+    stack: Stack, admin: AirflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """monitor -> train -> score under the real scheduler: drift in April triggers retraining, whose
+    promotion (an asset event) makes the score DAG re-score the last day with the new champion."""
+    from datetime import date
+
+    from mlops_pipeline import steps
+    from mlops_pipeline.predictions import read_manifest
+    from mlops_pipeline.settings import get_settings
+    from mlops_pipeline.spec import load_spec
+
+    registry = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+    if not registry.search_model_versions("name='churn'"):
+        run = admin.trigger_dag_run(DAG_ID, {"as_of": "2026-02-28"})
+        assert admin.wait_for_dag_run(DAG_ID, run.run_id, timeout=300).state == "success"
+    old_champion = registry.get_model_version_by_alias("churn", "champion").version
+
+    # Days scored by the current champion, as daily score runs would have (same functions as its tasks).
+    monkeypatch.setenv("MLOPS_STORE_URI", stack.store.root_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_url)
+    get_settings.cache_clear()
+    spec = load_spec(REPO / "include/models/churn.yaml")
+    try:
+        for day in (1, 2, 3, 4):
+            info = steps.RunInfo(
+                "churn__score", f"backfill__2026-04-0{day}", "test", f"2026-04-0{day}T00:00:00+00:00"
+            )
+            plan = steps.score_plan(spec, stack.store, date(2026, 4, day), None, False, info)
+            results = [steps.score_input(spec, stack.store, plan, item, info) for item in plan["inputs"]]
+            steps.score_publish(spec, stack.store, plan, results, info)
+    finally:
+        get_settings.cache_clear()
+
+    trains = {run.run_id for run in admin.list_dag_runs(DAG_ID)}
+    scores = {run.run_id for run in admin.list_dag_runs("churn__score")}
+    for end in ("2026-04-03", "2026-04-04"):  # two drifted windows of three: N=2 of M=3
+        run = admin.trigger_dag_run("churn__monitor", {"end": end, "window_days": 3})
+        finished = admin.wait_for_dag_run("churn__monitor", run.run_id, timeout=240)
+        assert finished.state == "success", admin.list_task_instances("churn__monitor", run.run_id)
+    checked = admin.get_xcom("churn__monitor", run.run_id, "check")
+    assert checked["trigger"] is True and "data drift in" in checked["decision"]["reason"]
+
+    retrain_id = _wait_for_new_run(admin, DAG_ID, trains, timeout=60)
+    retrain = admin.wait_for_dag_run(DAG_ID, retrain_id, timeout=360)
+    assert retrain.state == "success", admin.list_task_instances(DAG_ID, retrain_id)
+    assert retrain.conf["as_of"] == "2026-04-04" and retrain.conf["reason"] == checked["decision"]["reason"]
+    new_champion = registry.get_model_version_by_alias("churn", "champion").version
+    assert new_champion != old_champion
+
+    # The promotion's asset event starts the score DAG, which re-publishes 2026-04-04.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        manifest = read_manifest(stack.store, "predictions", "churn", "2026-04-04")
+        if manifest["model_version"] == new_champion:
+            break
+        failed = [
+            r for r in admin.list_dag_runs("churn__score") if r.run_id not in scores and r.state == "failed"
+        ]
+        assert not failed, [admin.list_task_instances("churn__score", r.run_id) for r in failed]
+        time.sleep(3)
+    assert manifest["model_version"] == new_champion and manifest["generation"] == 2
+    (rescored,) = [r for r in admin.list_dag_runs("churn__score") if r.run_id not in scores]
+    assert admin.wait_for_dag_run("churn__score", rescored.run_id, timeout=120).state == "success"
