@@ -138,8 +138,18 @@ class GateReport:
         return {**asdict(self), "passed": self.passed, "failures": self.failures}
 
     def to_json(self) -> bytes:
-        """Stable JSON bytes."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True).encode()
+        """Stable, strict JSON bytes (NaN, which JSON lacks, becomes null)."""
+        return json.dumps(_finite(self.to_dict()), indent=2, sort_keys=True, allow_nan=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _at_least(value: float, floor: float, higher_is_better: bool) -> bool:
@@ -199,6 +209,10 @@ def evaluate_gates(
             )
         )
     for slice_spec in gates.slices:
+        if not any(s.column == slice_spec.column for s in slices):
+            # A gated slice that cannot be measured is not a pass.
+            name = f"slice:{slice_spec.column}"
+            checks.append(GateCheck(name, "slice", None, 0.0, False, f"{name}: no holdout rows to check"))
         for result in (s for s in slices if s.column == slice_spec.column):
             for metric, floor in sorted(slice_spec.floors.items()):
                 value = result.metrics.get(metric)

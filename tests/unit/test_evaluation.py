@@ -80,7 +80,10 @@ GOOD = {"roc_auc": 0.82, "accuracy": 0.75, "f1": 0.7}
 def gate(spec: ModelSpec, candidate_metrics: dict[str, float], **kwargs: Any) -> GateReport:
     arguments: dict[str, Any] = {
         "champion_metrics": None,
-        "slices": [],
+        # A healthy slice of every gated column, unless a test says otherwise.
+        "slices": [
+            SliceMetrics(s.column, "all", 1000, {m: 0.99 for m in s.floors}) for s in spec.gates.slices
+        ],
         "latency_ms_per_1k": 10.0,
         "model_size_mb": 1.0,
     }
@@ -200,6 +203,7 @@ def test_a_candidate_above_every_floor_without_champion_passes() -> None:
     assert [c.name for c in report.checks] == [
         "floor:accuracy",
         "floor:roc_auc",
+        "slice:colour=all:roc_auc",
         "latency_p95_ms_per_1k",
         "model_size_mb",
     ]
@@ -320,9 +324,13 @@ def test_a_slice_without_the_metric_fails() -> None:
 
 
 def test_slices_of_columns_the_gate_does_not_name_are_ignored() -> None:
-    report = gate(classifier_spec(), GOOD, slices=[slice_result("x", 500, 0.1, column="region")])
+    report = gate(
+        classifier_spec(),
+        GOOD,
+        slices=[slice_result("x", 500, 0.1, column="region"), slice_result("blue", 100, 0.9)],
+    )
     assert report.passed
-    assert not any(c.kind == "slice" for c in report.checks)
+    assert [c.name for c in report.checks if c.kind == "slice"] == ["slice:colour=blue:roc_auc"]
 
 
 def test_lower_is_better_slice_floors_are_ceilings() -> None:
@@ -427,3 +435,34 @@ def test_render_html_escapes_everything_it_did_not_write() -> None:
     # Rules with comparisons are text, not markup.
     assert "must be &gt;= 0.7" in page
     assert "alert(&#x27;x&#x27;)" in page
+
+
+def test_a_gated_slice_without_holdout_rows_fails_the_gate() -> None:
+    from pathlib import Path
+
+    from mlops_pipeline.evaluation import evaluate_gates
+    from mlops_pipeline.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "include/models/churn.yaml")
+    report = evaluate_gates(
+        spec, {"roc_auc": 0.9, "accuracy": 0.9}, None, [], 1.0, 1.0, candidate={}, champion=None
+    )
+    failed = [c.name for c in report.checks if not c.passed]
+    assert failed == ["slice:plan"] and not report.passed
+
+
+def test_the_report_is_strict_json_even_with_nan_metrics() -> None:
+    import json
+    from pathlib import Path
+
+    from mlops_pipeline.evaluation import evaluate_gates
+    from mlops_pipeline.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "include/models/churn.yaml")
+    report = evaluate_gates(
+        spec, {"roc_auc": float("nan"), "accuracy": 0.9}, None, [], 1.0, 1.0, candidate={}, champion=None
+    )
+    parsed = json.loads(
+        report.to_json(), parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}")
+    )
+    assert parsed["passed"] is False
