@@ -61,51 +61,36 @@ class FeatureSpec(_Strict):
         return self
 
 
-class SourceSpec(_Strict):
-    """Where raw batches land. `{ds}` is replaced by each day (YYYY-MM-DD) of the window."""
-
-    uri: str = Field(description="URI pattern, relative to the store root or absolute (file://, s3://).")
-    format: Literal["csv", "parquet"] = "csv"
-    window_days: int = Field(default=28, ge=1, le=3650, description="Days of batches one training run reads.")
-
-    @field_validator("uri")
-    @classmethod
-    def _has_ds(cls, value: str) -> str:
-        if "{ds}" not in value:
-            raise ValueError("the source uri must contain '{ds}' so each run reads its own data interval")
-        return value
-
-
-class ScoringInputSpec(_Strict):
-    """Where the batches to score land: one partition per day, one or more files per partition."""
+class _DailyFiles(_Strict):
+    """A URI pattern of files keyed by day: `{ds}` is replaced by the day (YYYY-MM-DD)."""
 
     uri: str = Field(
         description="URI pattern with {ds}, relative to the store root or absolute (file://, s3://)."
     )
-    format: Literal["csv", "parquet"] = "parquet"
-
-    @field_validator("uri")
-    @classmethod
-    def _has_ds(cls, value: str) -> str:
-        if "{ds}" not in value:
-            raise ValueError("the scoring input uri must contain '{ds}' so each run scores its own partition")
-        return value
-
-
-class LabelsSpec(_Strict):
-    """Where true labels arrive later, keyed by the day the rows were scored: id and target columns."""
-
-    uri: str = Field(
-        description="URI pattern with {ds} (the scoring day), relative to the store root or absolute."
-    )
     format: Literal["csv", "parquet"] = "csv"
 
     @field_validator("uri")
     @classmethod
     def _has_ds(cls, value: str) -> str:
         if "{ds}" not in value:
-            raise ValueError("the labels uri must contain '{ds}' (the day the labelled rows were scored)")
+            raise ValueError("the uri must contain '{ds}' so that each run reads the files of its own days")
         return value
+
+
+class SourceSpec(_DailyFiles):
+    """Where raw training batches land, one or more files per day."""
+
+    window_days: int = Field(default=28, ge=1, le=3650, description="Days of batches one training run reads.")
+
+
+class ScoringInputSpec(_DailyFiles):
+    """Where the batches to score land: one partition per day, one or more files per partition."""
+
+    format: Literal["csv", "parquet"] = "parquet"
+
+
+class LabelsSpec(_DailyFiles):
+    """Where true labels (id and target columns) arrive later, keyed by the day the rows were scored."""
 
 
 class ScoringSpec(_Strict):

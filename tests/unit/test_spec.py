@@ -212,7 +212,7 @@ def test_min_greater_than_max_is_refused(tmp_path: Path) -> None:
 
 def test_a_source_uri_without_ds_is_refused(tmp_path: Path) -> None:
     message = spec_error(tmp_path, minimal(source={"uri": "landing/demo/*.csv"}))
-    assert "  - source.uri: the source uri must contain '{ds}'" in message
+    assert "  - source.uri: the uri must contain '{ds}'" in message
 
 
 @pytest.mark.parametrize(
