@@ -144,8 +144,8 @@ def _clean_churn_frame(ds: datetime.date, rows: int, rng: np.random.Generator) -
     usage_scale = _PLAN_USAGE_GB[plan] * (1.0 + 0.3 * num_devices) * np.exp(0.3 * engagement)
     data_usage = np.round(np.clip(usage_scale * rng.lognormal(0.0, 0.5, n), 0.0, 1999.0), 2)
 
-    session = rng.gamma(4.0, 11.0 * np.exp(0.35 * engagement) * (0.65 if drift else 1.0))
-    session = np.round(np.clip(session, 0.0, 600.0), 2)
+    raw_session = rng.gamma(4.0, 11.0 * np.exp(0.35 * engagement) * (0.65 if drift else 1.0))
+    session = np.round(np.clip(raw_session, 0.0, 600.0), 2)
     login_days = np.rint(rng.exponential(5.0 * np.exp(-0.6 * engagement) * (1.5 if drift else 1.0)))
     login_days = np.clip(login_days, 0, 365).astype(np.int64)
 
