@@ -102,3 +102,51 @@ def test_scoring_runs_daily_or_when_the_champion_changes() -> None:
     assert isinstance(score_schedule(daily), AssetOrTimeSchedule)
     manual = spec.model_copy(update={"schedules": spec.schedules.model_copy(update={"score": None})})
     assert score_schedule(manual) == [champion_asset("churn")]
+
+
+def test_alerts_are_logged_without_a_webhook(monkeypatch, caplog) -> None:
+    from mlops_pipeline.airflow_glue import MLOpsNotifier
+
+    monkeypatch.delenv("MLOPS_ALERT_WEBHOOK_URL", raising=False)
+    with caplog.at_level("WARNING", logger="mlops_pipeline.alerts"):
+        MLOpsNotifier("drift in region").notify({"dag_run": dag_run()})
+    assert "drift in region" in caplog.text and "churn__train" in caplog.text
+
+
+def test_alerts_are_posted_to_the_webhook_and_a_dead_webhook_does_not_raise(monkeypatch, caplog) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from mlops_pipeline.airflow_glue import MLOpsNotifier
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/alerts")
+        MLOpsNotifier("retraining triggered").notify({"dag_run": dag_run()})
+    finally:
+        server.shutdown()
+    assert received == [
+        {
+            "text": "retraining triggered",
+            "dag_id": "churn__train",
+            "run_id": "manual__2026-03-01",
+            "task_id": None,
+        }
+    ]
+    monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/gone")
+    with caplog.at_level("ERROR", logger="mlops_pipeline.alerts"):
+        MLOpsNotifier("nobody listens").notify({"dag_run": dag_run()})
+    assert "could not be sent" in caplog.text
