@@ -32,6 +32,11 @@ install: $(VENV)/.synced ## Create .venv from uv.lock (done by every target that
 demo: $(VENV)/.synced ## Start Airflow + MLflow + the store locally, train and promote the example model
 	$(VENV)/bin/mlops demo
 
+.PHONY: env
+env: ## Write .env from .env.example with new random secrets (refuses to overwrite an existing .env)
+	@# Standard library only: works before (and without) the virtualenv, e.g. on a Docker-only host.
+	python3 include/mlops_pipeline/envfile.py --example .env.example --output .env
+
 .PHONY: down
 down: | $(VENV)/.synced ## Stop everything `make demo` started
 	$(VENV)/bin/mlops down
