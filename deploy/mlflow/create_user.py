@@ -1,8 +1,13 @@
 """Create (or update) the MLflow user the pipeline signs in as: the `mlflow-init` one-shot service.
 
-The pipeline does not use MLflow's admin account: its own user (not an admin) creates its
-experiments and registered models and so gets MANAGE on exactly those (MLflow's basic-auth rule
-for creators); everything else stays read-only to it (`default_permission = READ`).
+The tasks do not share the human admin's account: they get their own user, so the admin's
+password stays out of the Airflow containers and each can be rotated on its own.
+
+That user is an MLflow admin. A non-admin cannot work the registry here: MLflow's basic-auth app
+answers 403 "Permission denied" (not "does not exist") to a non-admin asking for the alias of a
+registered model that does not exist yet, whatever `default_permission` says, so the first
+training run of every model, which looks for a current champion, would fail. (Granting rights on
+models before they exist is not possible.)
 
 Environment: MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (the admin,
 who may manage users), MLFLOW_PIPELINE_USERNAME / MLFLOW_PIPELINE_PASSWORD (the user to ensure).
@@ -16,7 +21,7 @@ import sys
 
 
 def main() -> int:
-    """Ensure the pipeline's user exists with the configured password; 0 on success."""
+    """Ensure the pipeline's user exists, with the configured password and admin rights; 0 on success."""
     from mlflow.exceptions import RestException
     from mlflow.server.auth.client import AuthServiceClient
 
@@ -36,6 +41,7 @@ def main() -> int:
     else:
         client.update_user_password(username, password)
         print(f"MLflow user {username!r} exists; password set from the environment")
+    client.update_user_admin(username, True)
     return 0
 
 

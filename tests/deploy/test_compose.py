@@ -441,9 +441,11 @@ def test_mlflow_server_is_authenticated_and_proxies_artifacts_to_minio(
     assert options["--app-name"] == "basic-auth"
     assert options["--allowed-hosts"] and options["--allowed-hosts"] != "*"
     assert options["--artifacts-destination"].startswith("s3://")
-    assert options["--backend-store-uri"].startswith("postgresql://mlflow@postgres")
+    assert options["--backend-store-uri"].startswith("postgresql+psycopg2://mlflow@postgres")
     assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-    assert (REPO / "deploy/mlflow/basic_auth.ini").read_text().count("postgresql://mlflow@postgres") == 1
+    assert (REPO / "deploy/mlflow/basic_auth.ini").read_text().count(
+        "postgresql+psycopg2://mlflow@postgres"
+    ) == 1
 
 
 def test_postgres_init_script_creates_separate_databases(services: dict[str, dict[str, Any]]) -> None:
