@@ -37,6 +37,10 @@ env: ## Write .env from .env.example with new random secrets (refuses to overwri
 	@# Standard library only: works before (and without) the virtualenv, e.g. on a Docker-only host.
 	python3 include/mlops_pipeline/envfile.py --example .env.example --output .env
 
+.PHONY: stack
+stack: $(VENV)/.synced ## The compose stack without Docker: Celery workers, PostgreSQL, Redis, S3, MLflow (`mlops stack down` stops it)
+	$(VENV)/bin/mlops stack up
+
 .PHONY: down
 down: | $(VENV)/.synced ## Stop everything `make demo` started
 	$(VENV)/bin/mlops down

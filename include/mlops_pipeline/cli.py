@@ -7,6 +7,11 @@ client would) and reports where to look. Services that a previous `mlops demo` s
 reused, so a second call just triggers another run. `mlops down` stops what `demo` started, by
 the PIDs it recorded.
 
+`mlops stack up` (run by `make stack`) starts the production-like stack of docker-compose.yaml as
+local processes instead (CeleryExecutor with two workers on this machine's PostgreSQL and Redis,
+MLflow on PostgreSQL, an S3 API server holding the store), state in `<project>/.demo/stack/`;
+`mlops stack down` stops it and drops its throwaway databases.
+
 Settings come from the environment, then `<project>/.env`: `AIRFLOW_PORT`, `MLFLOW_PORT`,
 `AIRFLOW_ADMIN_PASSWORD`, `AIRFLOW_VIEWER_PASSWORD` (see `.env.example`). Passwords that are not
 set are generated once into `.demo/credentials.json` (mode 600).
@@ -601,6 +606,59 @@ def down(project: Path) -> int:
     return EXIT_OK
 
 
+def stack(project: Path, action: str, *, workers: int = 2) -> int:
+    """`mlops stack up|down`: the native production-like stack (see localstack.start_native_stack)."""
+    layout = localstack.StackLayout(project / ".demo" / "stack")
+    if action == "down":
+        results, released = localstack.stop_native_stack(layout)
+        for result in results:
+            killed = f", {result.killed} needed SIGKILL" if result.killed else ""
+            state = "stopped" if result.was_running else "was not running; cleaned up"
+            say(f"{result.name} (pid {result.pid}) {state}: {result.processes} processes{killed}")
+        say(f"released: {', '.join(released)}" if released else "no databases to drop")
+        return EXIT_OK
+    config = load_demo_config(os.environ, project / ".env")
+    credentials = resolve_credentials(layout.root / "credentials.json", config.passwords)
+    localstack.ensure_port_free(config.airflow_port, "the Airflow API server and UI", "AIRFLOW_PORT")
+    localstack.ensure_port_free(config.mlflow_port, "the MLflow server", "MLFLOW_PORT")
+    say(f"mlops stack: CeleryExecutor with {workers} workers, PostgreSQL, Redis, S3; state in {layout.root}")
+    native = localstack.start_native_stack(
+        layout,
+        dags_folder=project / "dags",
+        plugins_folder=project / "plugins",
+        passwords=credentials.passwords,
+        workers=workers,
+        api_port=config.airflow_port,
+        mlflow_port=config.mlflow_port,
+        cache_dir=project / ".cache" / "pycache",
+        extra=config.passthrough,
+    )
+    from mlops_pipeline.example_data import write_example_data
+    from mlops_pipeline.store import open_store
+
+    summary = write_example_data(open_store(native.store_uri, native.s3_client_kwargs()))
+    resources = localstack.read_native_resources(layout)
+    login = credentials_lines(credentials, project)
+    say(
+        "\n".join(
+            [
+                f"Airflow UI:  {native.airflow_url}   login: " + "; ".join(login[:2]),
+                *(f"             {line}" for line in login[2:]),
+                f"MLflow UI:   {native.mlflow_url}",
+                f"S3 API:      {native.settings['MLOPS_S3_ENDPOINT_URL']}   store {native.store_uri}, "
+                f"example data {summary.dates[0]}..{summary.dates[-1]}",
+                f"workers:     {', '.join(native.workers)} (concurrency {native.concurrency} each)",
+                f"databases:   {', '.join(resources.databases) if resources else '?'}; "
+                f"broker {native.settings['AIRFLOW__CELERY__BROKER_URL']}",
+                f"settings:    {_relative(layout.root / 'stack.env', project)} (docker-compose.yaml's variables)",
+                f"logs:        {_relative(layout.logs_dir, project)}/",
+                "`mlops stack down` stops everything and drops the databases (the S3 server keeps nothing).",
+            ]
+        )
+    )
+    return EXIT_OK
+
+
 def example_data(store_uri: str) -> int:
     """`mlops example-data --store URI`: write the example data into any store."""
     from mlops_pipeline.example_data import write_example_data
@@ -640,7 +698,12 @@ def build_parser() -> argparse.ArgumentParser:
         'e.g. {"as_of": "2026-03-10", "window_days": 1} is a defective batch that validation stops',
     )
     down_cmd = commands.add_parser("down", help="stop everything `mlops demo` started")
-    for command in (demo_cmd, down_cmd):
+    stack_cmd = commands.add_parser(
+        "stack", help="start (up) or stop (down) the production-like stack as local processes, no Docker"
+    )
+    stack_cmd.add_argument("action", choices=("up", "down"))
+    stack_cmd.add_argument("--workers", type=int, default=2, help="Celery workers (default 2)")
+    for command in (demo_cmd, down_cmd, stack_cmd):
         command.add_argument(
             "--project-dir", type=Path, default=None, help="the project checkout (default: detected)"
         )
@@ -657,6 +720,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     project = (args.project_dir or default_project_dir()).resolve()
     if args.command == "down":
         return down(project)
+    if args.command == "stack":
+        try:
+            return stack(project, args.action, workers=args.workers)
+        except (DemoError, localstack.LocalStackError) as exc:
+            print(f"mlops stack: {exc}", file=sys.stderr, flush=True)
+            return EXIT_SETUP_FAILED
     try:
         return demo(project, timeout=args.timeout, conf=args.conf)
     except (DemoError, localstack.LocalStackError, AirflowApiError) as exc:
