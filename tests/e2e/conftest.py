@@ -23,15 +23,18 @@ def airflow_db() -> None:
     resetdb()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mlflow_stack_dir(tmp_path_factory) -> Path:
     """Where the test MLflow server keeps its database and artifacts (to look behind its back)."""
     return tmp_path_factory.mktemp("mlflow-stack")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mlflow_server(mlflow_stack_dir: Path) -> Iterator[str]:
-    """A real MLflow tracking server (SQLite backend, proxied local artifacts) on a free port."""
+    """A real MLflow tracking server (SQLite backend, proxied local artifacts) on a free port.
+
+    One per module: each scenario starts from an empty registry (version numbers, the champion).
+    """
     layout = localstack.StackLayout(mlflow_stack_dir)
     port = localstack.find_free_port()
     env = localstack.build_env(store_uri="file:///unused", tracking_uri=f"http://127.0.0.1:{port}")
