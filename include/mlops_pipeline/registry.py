@@ -221,10 +221,18 @@ def verify_artifact(model_uri: str, expected_sha256: str) -> None:
 
 def load_verified(model_uri: str, expected_sha256: str) -> Any:
     """Download a model, check its artifact's sha256, and only then deserialize it."""
-    import mlflow.sklearn
+    import warnings
 
     with tempfile.TemporaryDirectory() as tmp:
-        return mlflow.sklearn.load_model(str(_download_verified(model_uri, expected_sha256, tmp)))
+        local = _download_verified(model_uri, expected_sha256, tmp)
+        # skops looks up every scipy ufunc in every loaded module; Airflow's deprecated import
+        # paths answer each lookup with a FutureWarning: ~1,000 log lines and tens of seconds a load.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import mlflow.sklearn
+
+            return mlflow.sklearn.load_model(str(local))
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
