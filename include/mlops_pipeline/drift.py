@@ -9,6 +9,13 @@ The check *is* Evidently's `DataDriftPreset` (one `ValueDrift` metric and test p
   samples of at most 1,000 rows, and those tests alarm on identical data once samples are large).
   A distance measures *how far* the distributions moved, so the threshold means the same at 1k rows
   and at 1M rows.
+* **A noise floor for small windows.** Two samples of the same distribution still differ by chance,
+  by about 1/sqrt(rows): at a few hundred rows a side that alone can reach 0.1. So the default
+  threshold of each column is raised to the score identical data exceed with probability
+  `drift.false_alarm_rate` / columns (from the statistic's large-sample law, see
+  :func:`noise_floors`); a whole check of identical data then alarms at most that often. From a
+  few thousand rows up the floor is below the threshold and changes nothing. A threshold the spec
+  sets for one column is used as written.
 * **Scores from the metrics, verdicts from the tests.** A column's score is its `ValueDrift` value and
   it drifted when its `ValueDrift` test failed; the method and threshold Evidently actually used are
   read back and must be the ones asked for, so a silent fallback cannot go unnoticed.
@@ -41,6 +48,7 @@ Evidently unchanged. The HTML and JSON are Evidently's own, with the sizes in th
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -66,6 +74,10 @@ class ColumnDrift:
     score: float
     threshold: float
     drifted: bool
+    # The score identical distributions reach by chance at these sample sizes (0 when not computed);
+    # unless the spec sets the column's threshold, `threshold` is the larger of the spec's threshold
+    # and this floor.
+    noise_floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,7 @@ class DriftReport:
                     "score": _json_float(item.score),
                     "threshold": item.threshold,
                     "drifted": item.drifted,
+                    "noise_floor": item.noise_floor,
                 }
                 for item in self.columns
             ],
@@ -125,11 +138,6 @@ def _json_float(value: float) -> float | None:
 def column_method(column: str, kind: str, drift: DriftSpec) -> str:
     """The Evidently method the spec asks for on `column`: its override, else the kind's method."""
     return drift.column_methods.get(column) or (drift.num_method if kind == "num" else drift.cat_method)
-
-
-def column_threshold(column: str, drift: DriftSpec) -> float:
-    """The threshold the spec sets for `column`: its override, else `drift.threshold`."""
-    return drift.column_thresholds.get(column, drift.threshold)
 
 
 def _check_inputs(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str]) -> None:
@@ -162,23 +170,39 @@ def _check_methods(kinds: dict[str, str], drift: DriftSpec) -> None:
 
 
 def _numeric_values(series: pd.Series, side: str) -> np.ndarray:
-    """float64 values with NaN for every null (nullable Int64, pd.NA, None) and for ±inf."""
-    try:
-        values = pd.to_numeric(series, errors="raise").to_numpy(dtype="float64", na_value=np.nan)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"numeric column {series.name!r} in the {side} data holds non-numbers: {exc}"
-        ) from exc
-    return np.where(np.isfinite(values), values, np.nan)
+    """float64 values with NaN for every null (nullable Int64, pd.NA, None) and for ±inf.
+
+    A clean float64 column is returned without a copy (1M rows are 8 MB): callers never modify it.
+    """
+    if series.dtype == np.float64:
+        values = series.to_numpy()
+    else:
+        try:
+            values = pd.to_numeric(series, errors="raise").to_numpy(dtype="float64", na_value=np.nan)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"numeric column {series.name!r} in the {side} data holds non-numbers: {exc}"
+            ) from exc
+    infinite = np.isinf(values)
+    return np.where(infinite, np.nan, values) if infinite.any() else values
 
 
-def _categorical_values(series: pd.Series) -> pd.Series:
-    """Text values as Python str, every null (None, NaN, pd.NA) as None, dtype object."""
+def _categorical_values(series: pd.Series) -> np.ndarray:
+    """Text values as Python str and every null (None, NaN, pd.NA) as None, in an object array."""
     values = series.astype(object)
     nulls = values.isna().to_numpy()
     out = values.astype(str).to_numpy(dtype=object)
     out[nulls] = None
-    return pd.Series(out, index=series.index, name=series.name, dtype=object)
+    return out
+
+
+def _category_counts(series: pd.Series) -> dict[str | None, int]:
+    """Rows per value as text, with the nulls (None, NaN, pd.NA) counted under None."""
+    counts: dict[str | None, int] = {}
+    for label, count in series.value_counts(dropna=False, sort=False).items():
+        key = None if pd.isna(label) else str(label)
+        counts[key] = counts.get(key, 0) + int(count)
+    return counts
 
 
 def _numeric_sketch(values: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -198,11 +222,11 @@ def _numeric_sketch(values: np.ndarray, size: int, rng: np.random.Generator) -> 
     return rng.permutation(out)
 
 
-def _categorical_sketch(values: pd.Series, size: int, rng: np.random.Generator) -> np.ndarray:
-    """`size` values, each category (and null) repeated by its share, rounded by largest remainders."""
-    counts = values.value_counts(dropna=False, sort=False)
-    labels = np.array([None if pd.isna(label) else label for label in counts.index], dtype=object)
-    quotas = counts.to_numpy(dtype="float64") * size / len(values)
+def _categorical_sketch(counts: dict[str | None, int], size: int, rng: np.random.Generator) -> np.ndarray:
+    """`size` values, each value (and None) repeated by its share of `counts`, by largest remainders."""
+    labels = np.empty(len(counts), dtype=object)
+    labels[:] = list(counts)
+    quotas = np.array(list(counts.values()), dtype="float64") * size / sum(counts.values())
     repeats = np.floor(quotas).astype(np.int64)
     left = size - int(repeats.sum())
     repeats[np.argsort(repeats - quotas, kind="stable")[:left]] += 1
@@ -211,22 +235,98 @@ def _categorical_sketch(values: pd.Series, size: int, rng: np.random.Generator) 
 
 def _compared_frame(
     frame: pd.DataFrame, kinds: dict[str, str], size: int, side: str, rng: np.random.Generator
-) -> pd.DataFrame:
-    """The checked columns in clean dtypes; a quantile sketch of `size` rows when the frame is larger."""
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The checked columns in clean dtypes (a quantile sketch of `size` rows when the frame is
+    larger) and each column's number of non-null values in the whole frame."""
     sketch = len(frame) > size
     columns: dict[str, Any] = {}
+    present: dict[str, int] = {}
     for column, kind in kinds.items():
         if kind == "num":
             values = _numeric_values(frame[column], side)
-            if np.isnan(values).all():
-                raise ValueError(f"column {column!r} has no non-null values in the {side} data")
-            columns[column] = _numeric_sketch(values, size, rng) if sketch else values
+            present[column] = int(np.count_nonzero(~np.isnan(values)))
+            if present[column]:
+                columns[column] = _numeric_sketch(values, size, rng) if sketch else values
+        elif sketch:
+            counts = _category_counts(frame[column])
+            present[column] = sum(count for label, count in counts.items() if label is not None)
+            if present[column]:
+                columns[column] = _categorical_sketch(counts, size, rng)
         else:
             text = _categorical_values(frame[column])
-            if text.isna().all():
-                raise ValueError(f"column {column!r} has no non-null values in the {side} data")
-            columns[column] = _categorical_sketch(text, size, rng) if sketch else text.to_numpy()
-    return pd.DataFrame(columns)
+            present[column] = int(np.count_nonzero(~pd.isna(text)))
+            columns[column] = text
+        if not present[column]:
+            raise ValueError(f"column {column!r} has no non-null values in the {side} data")
+    return pd.DataFrame(columns), present
+
+
+@functools.lru_cache(maxsize=1)
+def _abs_bridges(grid: int, count: int = 4_000) -> np.ndarray:
+    """|B(u)| of `count` Brownian bridges at u = 1/grid ... (grid-1)/grid (fixed seed: reproducible)."""
+    steps = np.random.default_rng(20260101).normal(0.0, grid**-0.5, (count, grid))
+    walks = np.cumsum(steps, axis=1)
+    u = np.arange(1, grid) / grid
+    return np.abs(walks[:, :-1] - u * walks[:, -1:])
+
+
+def _wasserstein_floor(reference: np.ndarray, n_ref: int, n_cur: int, alpha: float) -> float:
+    """The normed Wasserstein score that identical distributions exceed with probability `alpha`.
+
+    Under identical distributions sqrt(n m / (n + m)) * W1 tends to L = integral of |B(F(x))| dx,
+    B a Brownian bridge and F the common distribution (here: the reference's). L is simulated on a
+    grid of 128 quantiles of F (4,000 bridges, fixed seed) and its (1 - alpha) quantile scaled back.
+    """
+    finite = np.sort(reference[~np.isnan(reference)])
+    norm = max(float(np.std(finite)), 0.001)  # as Evidently norms it
+    grid = 128
+    quantiles = finite[((np.arange(grid) + 0.5) * (len(finite) / grid)).astype(np.int64)]
+    gaps = np.diff(quantiles)  # dF^-1 between consecutive quantiles, at u = 1/grid ... (grid-1)/grid
+    if not gaps.any():
+        return 0.0
+    limit = float(np.quantile(_abs_bridges(grid) @ gaps, 1.0 - alpha))
+    return limit / norm * math.sqrt(1 / n_ref + 1 / n_cur)
+
+
+def _jensenshannon_floor(categories: int, n_ref: int, n_cur: int, alpha: float) -> float:
+    """The Jensen-Shannon distance that identical distributions exceed with probability `alpha`.
+
+    For close distributions JS divergence ~ chi2 (homogeneity, categories - 1 dof) * (1/n + 1/m) / 8.
+    """
+    from scipy.stats import chi2
+
+    if categories < 2:
+        return 0.0
+    return math.sqrt(float(chi2.ppf(1.0 - alpha, categories - 1)) * (1 / n_ref + 1 / n_cur) / 8)
+
+
+def noise_floors(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    present: tuple[dict[str, int], dict[str, int]],
+    kinds: dict[str, str],
+    drift: DriftSpec,
+    false_alarm_rate: float,
+) -> dict[str, float]:
+    """Per column, the score that identical data reach with probability `false_alarm_rate` / columns.
+
+    So one check of identical data alarms with probability at most `false_alarm_rate` (Bonferroni).
+    Only for the normed Wasserstein and categorical Jensen-Shannon methods; 0 for the others. It
+    shrinks as 1/sqrt(rows): a few thousand rows a side bring it under the usual 0.1 threshold.
+    """
+    alpha = false_alarm_rate / len(kinds)
+    floors = {}
+    for column, kind in kinds.items():
+        method = column_method(column, kind, drift)
+        n_ref, n_cur = present[0][column], present[1][column]
+        if kind == "num" and method == "wasserstein":
+            floors[column] = _wasserstein_floor(reference[column].to_numpy(), n_ref, n_cur, alpha)
+        elif kind == "cat" and method == "jensenshannon":
+            labels = set(reference[column].dropna()) | set(current[column].dropna())
+            floors[column] = _jensenshannon_floor(len(labels), n_ref, n_cur, alpha)
+        else:
+            floors[column] = 0.0
+    return floors
 
 
 def _status(value: Any) -> str:
@@ -234,7 +334,11 @@ def _status(value: Any) -> str:
 
 
 def _read_snapshot(
-    snapshot: Any, kinds: dict[str, str], drift: DriftSpec
+    snapshot: Any,
+    kinds: dict[str, str],
+    drift: DriftSpec,
+    thresholds: dict[str, float],
+    floors: dict[str, float],
 ) -> tuple[tuple[ColumnDrift, ...], int, bool]:
     """Per-column results (score from each ValueDrift metric, verdict from its test), the drifted
     count and the dataset verdict of DriftedColumnsCount, joined by metric id."""
@@ -255,7 +359,7 @@ def _read_snapshot(
         elif kind_of_metric == "ValueDrift":
             column = config["column"]
             method, threshold = config.get("method"), config.get("threshold")
-            wanted = (column_method(column, kinds[column], drift), column_threshold(column, drift))
+            wanted = (column_method(column, kinds[column], drift), thresholds[column])
             if (method, threshold) != wanted:
                 raise RuntimeError(
                     f"Evidently checked {column!r} with method {method!r} and threshold {threshold!r}, "
@@ -268,6 +372,7 @@ def _read_snapshot(
                 score=float(metric["value"]),
                 threshold=float(threshold),
                 drifted=verdict == "FAIL",
+                noise_floor=floors[column],
             )
     if set(by_column) != set(kinds) or drifted_count is None or dataset_drift is None:
         raise RuntimeError(f"Evidently's report lacks results for {sorted(set(kinds) - set(by_column))}")
@@ -291,11 +396,15 @@ def check_drift(
     """Compare `current` with `reference` column by column with Evidently's DataDriftPreset.
 
     `kinds` maps each column to check to "num" or "cat" (other columns of the frames are ignored).
-    Methods and thresholds come from `drift` (per-column overrides first); a column drifted when its
-    score reaches its threshold, and the window drifted when the share of drifted columns reaches
-    `drift.drift_share`. Sides larger than `drift.sample_rows` are compared as quantile sketches (see
-    the module docstring); `seed` only orders the sketch rows. Raises ValueError for unusable input
-    (missing column, unknown kind, a method that does not fit the kind, a column with no values).
+    Methods come from `drift` (per-column overrides first). A column's threshold is its
+    `drift.column_thresholds` entry exactly as written, else `drift.threshold` raised to the
+    column's noise floor at these sample sizes (:func:`noise_floors`, at `drift.false_alarm_rate`),
+    so that the defaults do not alarm on identical data however few rows there are. A column
+    drifted when its score reaches its threshold, and the window drifted when the share of drifted
+    columns reaches `drift.drift_share`. Sides larger than `drift.sample_rows` are compared as
+    quantile sketches (see the module docstring); `seed` only orders the sketch rows. Raises
+    ValueError for unusable input (missing column, unknown kind, a method that does not fit the
+    kind, a column with no values).
     """
     _check_inputs(reference, current, kinds)
     # Evidently's telemetry is only sent by its UI, but keep it off for any code path that might.
@@ -307,9 +416,20 @@ def check_drift(
     _check_methods(kinds, drift)
     size = drift.sample_rows
     rng = np.random.default_rng(seed)
-    reference_frame = _compared_frame(reference, kinds, size, "reference", rng)
-    current_frame = _compared_frame(current, kinds, size, "current", rng)
     sampled_rows = min(size, max(len(reference), len(current)))
+    reference_frame, reference_present = _compared_frame(reference, kinds, size, "reference", rng)
+    current_frame, current_present = _compared_frame(current, kinds, size, "current", rng)
+    floors = noise_floors(
+        reference_frame,
+        current_frame,
+        (reference_present, current_present),
+        kinds,
+        drift,
+        drift.false_alarm_rate,
+    )
+    thresholds = {
+        column: drift.column_thresholds.get(column, max(drift.threshold, floors[column])) for column in kinds
+    }
 
     columns = list(kinds)
     definition = DataDefinition(
@@ -323,20 +443,23 @@ def check_drift(
         cat_method=drift.cat_method,
         per_column_method={c: m for c, m in drift.column_methods.items() if c in kinds} or None,
         threshold=drift.threshold,
-        per_column_threshold={c: t for c, t in drift.column_thresholds.items() if c in kinds} or None,
+        per_column_threshold=thresholds,
     )
     metadata = {
         "reference_rows": str(len(reference)),
         "current_rows": str(len(current)),
         "sampled_rows": str(sampled_rows),
         "comparison": "quantile sketch" if len(reference) > size or len(current) > size else "full data",
+        "noise_floors": {column: f"{floor:.4f}" for column, floor in floors.items()},
     }
+    # Evidently copies each frame into its Dataset: ours are dropped at once (memory at 1M rows).
+    reference_data = Dataset.from_pandas(reference_frame, data_definition=definition)
+    current_data = Dataset.from_pandas(current_frame, data_definition=definition)
+    del reference_frame, current_frame
     snapshot = Report([preset], metadata=metadata, include_tests=True).run(
-        current_data=Dataset.from_pandas(current_frame, data_definition=definition),
-        reference_data=Dataset.from_pandas(reference_frame, data_definition=definition),
-        name="data drift",
+        current_data=current_data, reference_data=reference_data, name="data drift"
     )
-    checked, drifted_count, dataset_drift = _read_snapshot(snapshot, kinds, drift)
+    checked, drifted_count, dataset_drift = _read_snapshot(snapshot, kinds, drift, thresholds, floors)
     return DriftReport(
         columns=checked,
         drifted_share=drifted_count / len(checked),

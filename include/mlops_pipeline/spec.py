@@ -184,7 +184,19 @@ class DriftSpec(_Strict):
     drift_share: float = Field(
         default=0.3, gt=0, le=1, description="Share of drifted columns that is dataset drift."
     )
-    column_thresholds: dict[str, float] = Field(default_factory=dict)
+    column_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-column thresholds, used exactly as written (no noise floor is applied).",
+    )
+    false_alarm_rate: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description=(
+            "Largest share of checks of identical data that may alarm: below a few thousand rows a"
+            " side, `threshold` is raised to the score chance alone reaches (the noise floor)."
+        ),
+    )
     # Distance measures, not p-value tests: a p-value test alarms on identical distributions once
     # samples are large ("everything drifted"); a distance does not grow with the sample size.
     num_method: DriftMethod = Field(

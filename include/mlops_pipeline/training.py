@@ -44,7 +44,10 @@ def features_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     for name, feature in spec.features.items():
         values = frame[name]
         if feature.type in ("number", "integer", "boolean"):
-            columns[name] = pd.to_numeric(values, errors="coerce").astype("float64")
+            # ±inf is no value a model can use: missing, like unparseable text (validation flags both).
+            columns[name] = (
+                pd.to_numeric(values, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
+            )
             if feature.type == "boolean":
                 # Raw text as validation accepts it ("true"/"False"), not only 0/1.
                 words = values.astype(str).str.strip().str.lower().map({"true": 1.0, "false": 0.0})

@@ -15,7 +15,10 @@ from mlops_pipeline import example_data as ex
 from mlops_pipeline.drift import (
     DriftReport,
     _categorical_sketch,
+    _category_counts,
+    _jensenshannon_floor,
     _numeric_sketch,
+    _wasserstein_floor,
     check_drift,
     save_report,
 )
@@ -134,6 +137,51 @@ def test_column_thresholds_and_methods_are_honoured() -> None:
     assert report.drifted_columns() == ["visits"]
 
 
+def test_small_identical_windows_do_not_alarm_thanks_to_the_noise_floor() -> None:
+    # At 150 rows a side chance alone moves the scores past 0.1: the default threshold is raised.
+    report = check_drift(frame(150, 1), frame(150, 2), KINDS, DriftSpec())
+    by_column = {item.column: item for item in report.columns}
+
+    assert report.drifted_columns() == []
+    assert by_column["amount"].noise_floor > 0.1
+    assert by_column["amount"].threshold == by_column["amount"].noise_floor
+    assert all(item.threshold == max(0.1, item.noise_floor) for item in report.columns)
+
+
+def test_the_noise_floor_changes_nothing_at_5k_rows(shifted_report: DriftReport) -> None:
+    assert all(0 < item.noise_floor < 0.1 for item in shifted_report.columns)
+    assert {item.threshold for item in shifted_report.columns} == {0.1}
+
+
+def test_wasserstein_floor_is_the_score_quantile_of_identical_samples() -> None:
+    # The simulated 95% quantile of the normed Wasserstein score of two samples of one distribution.
+    rng = np.random.default_rng(5)
+    n_ref, n_cur = 400, 300
+    scores = []
+    for _ in range(2_000):
+        reference, current = rng.gamma(4.0, 10.0, n_ref), rng.gamma(4.0, 10.0, n_cur)
+        scores.append(stats.wasserstein_distance(reference, current) / np.std(reference))
+    floor = _wasserstein_floor(rng.gamma(4.0, 10.0, 100_000), n_ref, n_cur, alpha=0.05)
+
+    assert floor == pytest.approx(np.quantile(scores, 0.95), rel=0.1)
+
+
+def test_jensenshannon_floor_is_the_distance_quantile_of_identical_samples() -> None:
+    from scipy.spatial import distance
+
+    rng = np.random.default_rng(6)
+    p, n_ref, n_cur = np.array([0.4, 0.3, 0.2, 0.1]), 500, 400
+    scores = [
+        distance.jensenshannon(rng.multinomial(n_ref, p) / n_ref, rng.multinomial(n_cur, p) / n_cur)
+        for _ in range(4_000)
+    ]
+
+    assert _jensenshannon_floor(4, n_ref, n_cur, alpha=0.05) == pytest.approx(
+        np.quantile(scores, 0.95), rel=0.1
+    )
+    assert _jensenshannon_floor(1, n_ref, n_cur, alpha=0.05) == 0.0
+
+
 @pytest.mark.parametrize(("drift_share", "expected"), [(0.2, True), (0.21, False)])
 def test_dataset_drift_follows_drift_share(drift_share: float, expected: bool) -> None:
     # One drifted column of five is a share of 0.2; the rule is share >= drift_share.
@@ -204,6 +252,7 @@ def test_to_dict_is_json_without_the_snapshot(shifted_report: DriftReport) -> No
         "score": shifted_report.columns[0].score,
         "threshold": 0.1,
         "drifted": True,
+        "noise_floor": shifted_report.columns[0].noise_floor,
     }
     assert (data["reference_rows"], data["current_rows"], data["sampled_rows"]) == (5_000, 5_000, 5_000)
     assert data["dataset_drift"] is False and data["drifted_share"] == pytest.approx(0.2)
@@ -283,12 +332,14 @@ def test_numeric_sketch_keeps_the_distribution_and_the_null_share() -> None:
 
 
 def test_categorical_sketch_keeps_shares_to_one_row() -> None:
-    values = pd.Series(["a"] * 45_017 + ["b"] * 35_001 + ["c"] * 19_979 + [None] * 3, dtype=object)
-    sketch = pd.Series(_categorical_sketch(values, 1_000, np.random.default_rng(0)), dtype=object)
+    values = pd.Series(["a"] * 45_017 + ["b"] * 35_001 + [np.nan, None, pd.NA] + ["c"] * 19_979, dtype=object)
+    counts = _category_counts(values.astype("category"))
+    sketch = pd.Series(_categorical_sketch(counts, 1_000, np.random.default_rng(0)), dtype=object)
 
+    assert counts == {"a": 45_017, "b": 35_001, "c": 19_979, None: 3}
     assert len(sketch) == 1_000
-    counts = sketch.value_counts(dropna=False)
-    assert (counts["a"], counts["b"], counts["c"]) == (450, 350, 200)
+    shares = sketch.value_counts(dropna=False)
+    assert (shares["a"], shares["b"], shares["c"]) == (450, 350, 200)
 
 
 @pytest.mark.slow

@@ -514,8 +514,9 @@ def test_memory_stays_bounded_by_the_batch_whatever_the_file_size(
 ) -> None:
     """400,000 rows (141 MB decoded) in 50,000-row row groups, scored in 20,000-row batches in a
     fresh process: after a warm-up file of 100,000 rows, scoring the big file raises neither the
-    peak RSS by more than a fraction of the decoded input nor Arrow's peak allocation at all
-    (with Arrow's pre-buffering, that peak grew by about the file's compressed size)."""
+    peak RSS by more than a fraction of the decoded input nor Arrow's peak allocation by more
+    than a fraction of the compressed file (with Arrow's pre-buffering, that peak grew by about
+    the file's compressed size)."""
     base = ex.churn_scoring_batch(CLEAN_DAY, rows=5_000)
     schema = pa.Schema.from_pandas(base, preserve_index=False)
     decoded = 0
@@ -551,4 +552,88 @@ def test_memory_stays_bounded_by_the_batch_whatever_the_file_size(
     assert (probe["warm_rows"], probe["big_rows"]) == (100_000, 400_000)
     assert decoded > 120e6
     assert probe["rss_growth"] < decoded / 4, probe
-    assert probe["arrow_big"] <= probe["arrow_warm"] * 1.1, probe
+    # Arrow's peak may move by a batch in flight (read ahead, written behind), not by the file.
+    compressed = (tmp_path / "big.parquet").stat().st_size
+    assert compressed > 5e6
+    assert probe["arrow_big"] - probe["arrow_warm"] < compressed / 2, (probe, compressed)
+
+
+# --- the Arrow way and the pandas way -------------------------------------------------------------
+
+
+def plain_typed_batch(rows: int) -> pd.DataFrame:
+    """A clean day's batch in plain Arrow types, with every kind of broken value a typed file can hold."""
+    frame = ex.churn_scoring_batch(CLEAN_DAY, rows=rows).astype(
+        {"support_calls": "float64", "num_devices": "int32"}
+    )
+    frame.loc[1, "tenure_months"] = 200  # out of range
+    frame.loc[2, "monthly_charges"] = np.nan  # not nullable
+    frame.loc[3, "monthly_charges"] = np.inf
+    frame.loc[4, "data_usage_gb"] = -np.inf
+    frame.loc[5, "total_charges"] = np.nan  # nullable: scored
+    frame.loc[6, "support_calls"] = 2.5  # a fraction in an integer feature
+    frame.loc[7, "support_calls"] = np.nan
+    frame.loc[8, "plan"] = None
+    frame.loc[[9, 40], "region"] = "mars"
+    frame.loc[10, "customer_id"] = None
+    frame.loc[11, "age"] = 12  # warn: scored and counted
+    frame.loc[12, ["plan", "region"]] = ["gold", None]
+    return frame
+
+
+@pytest.mark.parametrize("policy", ["quarantine", "warn"])
+def test_the_arrow_way_gives_the_bytes_of_the_pandas_way(
+    policy: str, spec: ModelSpec, pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_pipeline import scoring
+
+    data = spec.model_dump()
+    data["validation"]["default_policy"] = policy
+    spec = ModelSpec.model_validate(data)
+    table = pa.Table.from_pandas(plain_typed_batch(300), preserve_index=False)
+    table = table.set_column(
+        table.schema.get_field_index("payment_method"),
+        "payment_method",
+        table.column("payment_method").cast(pa.large_string()),
+    )
+    source = tmp_path / "in.parquet"
+    pq.write_table(table, source)
+    assert scoring.arrow_path_applies(pq.read_schema(source), spec)
+
+    arrow_way, arrow_out, arrow_held = score(source, spec, pipeline, tmp_path / "arrow", batch_rows=37)
+    monkeypatch.setattr(scoring, "arrow_path_applies", lambda schema, spec: False)
+    pandas_way, pandas_out, pandas_held = score(source, spec, pipeline, tmp_path / "pandas", batch_rows=37)
+
+    assert comparable(arrow_way.stats) == comparable(pandas_way.stats)
+    assert sha256_file(arrow_out) == sha256_file(pandas_out)
+    if policy == "quarantine":
+        assert arrow_way.stats.rows_quarantined == 11
+        # ±inf is not a finite number (and out of range): held, never handed to the model.
+        assert arrow_way.stats.quarantined_by_rule["type:monthly_charges"] == 1
+        assert arrow_way.stats.quarantined_by_rule["type:data_usage_gb"] == 1
+        assert sha256_file(arrow_held) == sha256_file(pandas_held)
+    else:
+        assert arrow_way.stats.rows_scored == 300 and not arrow_held.exists()
+    assert arrow_way.stats.warned_by_rule["range:age"] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "applies"),
+    [
+        (lambda t: t, True),
+        (lambda t: t.set_column(1, "tenure_months", t.column(1).cast(pa.string())), False),
+        (lambda t: t.set_column(1, "tenure_months", t.column(1).cast(pa.bool_())), False),
+        (lambda t: t.set_column(12, "plan", t.column(12).dictionary_encode()), False),
+        (lambda t: t.set_column(0, "customer_id", pa.array(range(t.num_rows))), False),
+        (lambda t: t.append_column("customer_id", t.column(0)), False),
+    ],
+)
+def test_only_plain_types_take_the_arrow_way(change: Any, applies: bool, spec: ModelSpec) -> None:
+    from mlops_pipeline.scoring import arrow_path_applies
+
+    table = pa.Table.from_pandas(ex.churn_scoring_batch(CLEAN_DAY, rows=20), preserve_index=False)
+    assert table.column_names[:2] == ["customer_id", "tenure_months"] and table.column_names[12] == "plan"
+    assert arrow_path_applies(change(table).schema, spec) is applies
+    # A stored pandas index (a named column in the metadata) sends the file the pandas way.
+    indexed = pa.Table.from_pandas(ex.churn_scoring_batch(CLEAN_DAY, rows=20).set_index("age"))
+    assert not arrow_path_applies(indexed.schema, spec)
