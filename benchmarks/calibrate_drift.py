@@ -11,7 +11,7 @@
   Target: at least 95%.
 
 Every check uses the default DriftSpec (normed Wasserstein / Jensen-Shannon, threshold 0.1,
-sample_rows 100,000: the 1M-row checks run on quantile sketches). Each resample draws new data
+sample_rows 50,000: the 100k- and 1M-row checks run on quantile sketches). Each resample draws new data
 (seeds 2i and 2i+1 of a per-size stream). The last line is the JSON summary (with `--json`).
 """
 

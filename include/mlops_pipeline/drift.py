@@ -24,8 +24,8 @@ The check *is* Evidently's `DataDriftPreset` (one `ValueDrift` metric and test p
 
 Size. Evidently is slow and memory-hungry on large windows: 1M vs 1M rows takes 35-63 s and
 1.2-1.3 GB (it computes every column's drift three times and builds plotly figures on the way),
-while 100k vs 100k takes about 4 s with nearly the same scores. So each side holding more than
-`drift.sample_rows` (default 100,000) rows is reduced to `sample_rows` rows before Evidently sees it,
+while 50k vs 50k takes about 2 s with nearly the same scores. So each side holding more than
+`drift.sample_rows` (default 50,000) rows is reduced to `sample_rows` rows before Evidently sees it,
 but *not* by a uniform random sample: a random sample moves a normed Wasserstein score by about
 ±0.005 (one sd, 100k of 1M rows), so a column whose true score is within ~0.01 of the threshold
 gets a verdict that depends on the seed (27% of seeds flipped at a true score of 0.104 against 0.1).
@@ -478,3 +478,24 @@ def save_report(report: DriftReport, html_path: Path, json_path: Path) -> None:
     # Snapshot.save_html/save_json silently write nothing unless given a str.
     report.snapshot.save_html(str(html_path))
     report.snapshot.save_json(str(json_path))
+
+
+def add_to_workspace(workspace: str | Path, project: str, reports: dict[str, DriftReport]) -> list[str]:
+    """Add each report's Evidently snapshot, under its name, to `project` of the local Evidently
+    workspace at `workspace` (created when missing); return the snapshot ids.
+
+    The project is found by name, so every window of a model lands in one project and Evidently's
+    UI (`evidently ui --workspace <folder>`) lists them over time. Telemetry is off (the UI is the
+    only part of Evidently that sends any).
+    """
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
+    from evidently.ui.workspace import Workspace
+
+    Path(workspace).mkdir(parents=True, exist_ok=True)
+    space = Workspace.create(str(workspace))
+    found = space.search_project(project)
+    target = (
+        found[0] if found else space.create_project(project, description="drift checks, one run per window")
+    )
+    return [str(space.add_run(target.id, report.snapshot, name=name).id) for name, report in reports.items()]

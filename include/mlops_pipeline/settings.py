@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         default=None,
         description="Airflow connection id holding S3 credentials and endpoint_url; overrides the AWS_* env.",
     )
+    evidently_workspace: str | None = Field(
+        default=None,
+        description=(
+            "Local folder of an Evidently workspace; when set, every monitoring window's reports"
+            " are added to it (see them with `evidently ui --workspace <folder>`)."
+        ),
+    )
     code_version: str | None = Field(
         default=None,
         description="Code version recorded with every model (git sha); detected from git if unset.",

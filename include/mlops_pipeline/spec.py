@@ -207,7 +207,7 @@ class DriftSpec(_Strict):
     )
     column_methods: dict[str, DriftMethod] = Field(default_factory=dict)
     sample_rows: int = Field(
-        default=100_000,
+        default=50_000,
         ge=1_000,
         description="Rows per side Evidently compares; larger sides are reduced to a quantile sketch.",
     )

@@ -745,6 +745,16 @@ def monitor(
             drift.save_report(report, html, js)
             store.upload_file(html, f"{prefix}/{name}.html")
             store.upload_file(js, f"{prefix}/{name}.json")
+    workspace_runs: list[str] = []
+    if workspace := get_settings().evidently_workspace:
+        workspace_runs = drift.add_to_workspace(
+            workspace,
+            f"{spec.name} monitoring",
+            {
+                f"data drift {days[0]}..{end}": data_report,
+                f"prediction drift {days[0]}..{end}": prediction_report,
+            },
+        )
     window_summary = {
         "days_used": used,
         "days_missing": missing,
@@ -805,5 +815,6 @@ def monitor(
             "data_drift_report": store.uri(f"{prefix}/data_drift.html"),
             "prediction_drift_report": store.uri(f"{prefix}/prediction_drift.html"),
             "drift_scores": {c.column: c.score for c in data_report.columns},
+            "evidently_workspace_runs": workspace_runs,
         },
     )

@@ -33,6 +33,7 @@ def store(tmp_path_factory, mlflow_server, airflow_db, monkeypatch_module) -> It
     monkeypatch_module.setenv("MLOPS_STORE_URI", store.root_uri)
     monkeypatch_module.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch_module.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch_module.setenv("MLOPS_EVIDENTLY_WORKSPACE", str(store.root.parent / "evidently"))
     get_settings.cache_clear()
     yield store
     get_settings.cache_clear()
@@ -108,6 +109,13 @@ def test_the_drift_episode_is_found_reported_and_triggers_retraining_once(store,
     )
     assert logged[0].data.metrics["drift_score.monthly_charges"] > 0.1
     assert logged[0].data.metrics["drifted_share"] >= 0.2
+    # Both reports went to the Evidently workspace too, in the model's project.
+    from evidently.ui.workspace import Workspace
+
+    space = Workspace.create(str(store.root.parent / "evidently"))
+    (project,) = space.search_project("churn monitoring")
+    assert len(result["evidently_workspace_runs"]) == 2
+    assert set(result["evidently_workspace_runs"]) <= set(map(str, space.list_runs(project.id)))
 
     second, result = monitor("2026-04-04")
     assert second.state == "success", second.tasks

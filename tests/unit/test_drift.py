@@ -19,6 +19,7 @@ from mlops_pipeline.drift import (
     _jensenshannon_floor,
     _numeric_sketch,
     _wasserstein_floor,
+    add_to_workspace,
     check_drift,
     save_report,
 )
@@ -258,6 +259,21 @@ def test_to_dict_is_json_without_the_snapshot(shifted_report: DriftReport) -> No
     assert data["dataset_drift"] is False and data["drifted_share"] == pytest.approx(0.2)
 
 
+def test_reports_land_in_one_evidently_workspace_project_per_model(
+    shifted_report: DriftReport, tmp_path: Path
+) -> None:
+    from evidently.ui.workspace import Workspace
+
+    first = add_to_workspace(tmp_path / "ws", "churn monitoring", {"data drift w1": shifted_report})
+    second = add_to_workspace(tmp_path / "ws", "churn monitoring", {"data drift w2": shifted_report})
+
+    space = Workspace.create(str(tmp_path / "ws"))
+    (project,) = space.search_project("churn monitoring")
+    assert sorted(map(str, space.list_runs(project.id))) == sorted(first + second)
+    stored = space.get_run(project.id, second[0])
+    assert stored is not None and stored.name == "data drift w2"
+
+
 def test_save_report_writes_evidently_html_and_json(shifted_report: DriftReport, tmp_path: Path) -> None:
     html_path, json_path = tmp_path / "out" / "drift.html", tmp_path / "out" / "drift.json"
     save_report(shifted_report, html_path, json_path)
@@ -346,7 +362,7 @@ def test_categorical_sketch_keeps_shares_to_one_row() -> None:
 def test_sketched_check_matches_the_full_data_check() -> None:
     reference, current = frame(60_000, 1), frame(60_000, 2, shift_sd=0.15)
     sketched = check_drift(reference, current, KINDS, DriftSpec(sample_rows=6_000), seed=3)
-    full = check_drift(reference, current, KINDS, DriftSpec())
+    full = check_drift(reference, current, KINDS, DriftSpec(sample_rows=60_000))
 
     assert sketched.sketched and not full.sketched
     assert sketched.sampled_rows == 6_000 and sketched.snapshot is not None
