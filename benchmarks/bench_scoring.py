@@ -14,9 +14,9 @@ pipeline in-process with `training.train_model` on the spec's training window of
   sizes from 10k to 100k rows are tried; the fastest counts. No row checks, no files, no store.
 * **pipeline** (`pipeline_s`): the functions the `<model>__score` DAG tasks call, from the input
   files in the store to the published manifest. As `score_plan`: list the inputs, clean stale
-  staged parts. For every input file, as `score_input`: download it to a temp folder, sha256 it,
-  `scoring.score_file` (stream in `scoring.batch_rows` batches, check rows, predict, write
-  Parquet), `predictions.upload_part`. As `score_publish`: sum the stats,
+  staged parts. For every input file, `steps.stage_scored_input`, what each `score` task runs:
+  download it to a temp folder, sha256 it, `scoring.score_file` (stream in `scoring.batch_rows`
+  batches, check rows, predict, write Parquet), upload the part. As `score_publish`: sum the stats,
   `predictions.publish_partition` (re-read each part: sha256, schema, null statistics; manifest
   last), `clean_stale_parts`. **Left out: MLflow** (resolving and downloading the model version,
   verifying its artifact, logging the run's metrics): the model comes from a local joblib file.
@@ -72,23 +72,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mlops_pipeline import layout
-from mlops_pipeline.predictions import (
-    PREDICTIONS,
-    SHADOW,
-    clean_stale_parts,
-    part_key,
-    publish_partition,
-    upload_part,
-)
-from mlops_pipeline.scoring import (
-    RunStamp,
-    ScoreStats,
-    model_classes,
-    output_schema,
-    score_file,
-    sha256_file,
-)
+from mlops_pipeline.predictions import PREDICTIONS, SHADOW, PartFile, clean_stale_parts, publish_partition
+from mlops_pipeline.scoring import RunStamp, ScoreStats, model_classes, output_schema
 from mlops_pipeline.spec import ModelSpec, load_spec
+from mlops_pipeline.steps import stage_scored_input
 from mlops_pipeline.store import LocalStore, glob_keys
 from mlops_pipeline.training import features_frame
 
@@ -218,38 +205,15 @@ def scoring_path(spec: ModelSpec, store: Any, pipeline: Any, token: str) -> dict
     keys = sorted(glob_keys(store, spec.scoring.input.uri.format(ds=ds)))
     clean_stale_parts(store, PREDICTIONS, spec.name, ds)
     clean_stale_parts(store, SHADOW, spec.name, ds)
-    # score_input, once per file
+    # score_input, once per file: the very function the mapped `score` tasks call
     stamp = RunStamp(spec.name, MODEL_VERSION, RUN_ID, LOGICAL_TS)
+    quarantine = layout.quarantine_prefix(spec.name, RUN_ID)
     results = []
     for index, key in enumerate(keys):
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            local_input = folder / "input"
-            store.download_file(key, local_input)
-            input_sha256 = sha256_file(local_input)
-            result = score_file(
-                local_input,
-                spec.scoring.input.format,
-                spec,
-                pipeline,
-                stamp,
-                folder / "out.parquet",
-                folder / "quarantine.parquet",
-                batch_rows=spec.scoring.batch_rows,
-            )
-            part = upload_part(
-                store,
-                folder / "out.parquet",
-                part_key(PREDICTIONS, spec.name, ds, token, index),
-                key,
-                input_sha256,
-            )
-            if result.quarantine_rows:
-                quarantine_key = (
-                    f"{layout.quarantine_prefix(spec.name, RUN_ID)}/score/part-{index:05d}.parquet"
-                )
-                store.upload_file(folder / "quarantine.parquet", quarantine_key)
-        results.append((part, result.stats))
+        staged = stage_scored_input(
+            spec, store, store, key, index, ds, token, (pipeline, stamp), None, quarantine
+        )
+        results.append((PartFile(**staged["part"]), ScoreStats.from_dict(staged["stats"])))
     # score_publish
     stats = ScoreStats()
     for _, file_stats in results:

@@ -340,44 +340,39 @@ def score_plan(
     }
 
 
-def score_input(
-    spec: ModelSpec, store: ObjectStore, plan: dict[str, Any], item: dict[str, Any], run: RunInfo
+def stage_scored_input(
+    spec: ModelSpec,
+    store: ObjectStore,
+    input_store: ObjectStore,
+    key: str,
+    index: int,
+    ds: str,
+    token: str,
+    model: tuple[Any, Any],
+    shadow_model: tuple[Any, Any] | None,
+    quarantine_prefix: str,
 ) -> dict[str, Any]:
-    """Score one input file with the planned model version into the run's staging prefix."""
+    """Score the input `key` of `input_store` (the file's position in the run: `index`) with
+    `model` = (pipeline, RunStamp) and stage the parts under the run's `token` in `store`.
+
+    With `shadow_model`, it scores the same rows into the shadow staging folder. Quarantined rows
+    go to `<quarantine_prefix>/score/part-<index>.parquet`. Raises StepRejected when the file is
+    refused (missing column, a `fail` rule broken). What the `score` tasks do, minus MLflow.
+    """
     import tempfile
-    from datetime import datetime
     from pathlib import Path
 
-    from mlops_pipeline import registry
     from mlops_pipeline.predictions import PREDICTIONS, SHADOW, part_key, upload_part
-    from mlops_pipeline.scoring import RunStamp, ScoringRejected, score_file, sha256_file
+    from mlops_pipeline.scoring import ScoringRejected, score_file, sha256_file
 
     assert spec.scoring is not None
-    registry.connect(get_settings().mlflow_tracking_uri)
-    model = plan["model"]
-    try:
-        pipeline = registry.load_verified(model["model_uri"], model["artifact_sha256"])
-        shadow_pipeline = None
-        if plan["shadow_model"]:
-            shadow_pipeline = registry.load_verified(
-                plan["shadow_model"]["model_uri"], plan["shadow_model"]["artifact_sha256"]
-            )
-    except registry.ArtifactIntegrityError as exc:
-        raise StepRejected(str(exc)) from exc
-    logical_ts = datetime.fromisoformat(run.event_time)
-    stamp = RunStamp(spec.name, model["version"], run.dag_run_id, logical_ts)
-    # Inputs under the store's own root reuse its client (and its connection's credentials).
-    input_store = store if plan["input_root"] == store.root_uri else open_store(plan["input_root"])
-    index, key = int(item["index"]), item["key"]
+    pipeline, stamp = model
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         local_input = folder / "input"
         input_store.download_file(key, local_input)
         input_sha256 = sha256_file(local_input)
-        shadow = None
-        if shadow_pipeline is not None:
-            shadow_stamp = RunStamp(spec.name, plan["shadow_model"]["version"], run.dag_run_id, logical_ts)
-            shadow = (shadow_pipeline, shadow_stamp, folder / "shadow.parquet")
+        shadow = None if shadow_model is None else (*shadow_model, folder / "shadow.parquet")
         try:
             result = score_file(
                 local_input,
@@ -392,7 +387,6 @@ def score_input(
             )
         except ScoringRejected as exc:
             raise StepRejected(f"{input_store.uri(key)}: {exc}") from exc
-        ds, token = plan["ds"], plan["token"]
         part = upload_part(
             store,
             folder / "out.parquet",
@@ -409,9 +403,7 @@ def score_input(
             )
         quarantine_key = None
         if result.quarantine_rows:
-            quarantine_key = (
-                f"{layout.quarantine_prefix(spec.name, run.dag_run_id)}/score/part-{index:05d}.parquet"
-            )
+            quarantine_key = f"{quarantine_prefix}/score/part-{index:05d}.parquet"
             store.upload_file(folder / "quarantine.parquet", quarantine_key)
     return {
         "index": index,
@@ -423,8 +415,51 @@ def score_input(
         "stats": result.stats.to_dict(),
         "agreement": asdict(result.agreement) if result.agreement else None,
         "classes": _classes_json(pipeline, spec),
-        "shadow_classes": _classes_json(shadow_pipeline, spec) if shadow_pipeline is not None else None,
+        "shadow_classes": None if shadow_model is None else _classes_json(shadow_model[0], spec),
     }
+
+
+def score_input(
+    spec: ModelSpec, store: ObjectStore, plan: dict[str, Any], item: dict[str, Any], run: RunInfo
+) -> dict[str, Any]:
+    """Score one input file with the planned model version into the run's staging prefix."""
+    from datetime import datetime
+
+    from mlops_pipeline import registry
+    from mlops_pipeline.scoring import RunStamp
+
+    assert spec.scoring is not None
+    registry.connect(get_settings().mlflow_tracking_uri)
+    model = plan["model"]
+    try:
+        pipeline = registry.load_verified(model["model_uri"], model["artifact_sha256"])
+        shadow_pipeline = None
+        if plan["shadow_model"]:
+            shadow_pipeline = registry.load_verified(
+                plan["shadow_model"]["model_uri"], plan["shadow_model"]["artifact_sha256"]
+            )
+    except registry.ArtifactIntegrityError as exc:
+        raise StepRejected(str(exc)) from exc
+    logical_ts = datetime.fromisoformat(run.event_time)
+    stamp = RunStamp(spec.name, model["version"], run.dag_run_id, logical_ts)
+    shadow_model = None
+    if shadow_pipeline is not None:
+        shadow_stamp = RunStamp(spec.name, plan["shadow_model"]["version"], run.dag_run_id, logical_ts)
+        shadow_model = (shadow_pipeline, shadow_stamp)
+    # Inputs under the store's own root reuse its client (and its connection's credentials).
+    input_store = store if plan["input_root"] == store.root_uri else open_store(plan["input_root"])
+    return stage_scored_input(
+        spec,
+        store,
+        input_store,
+        item["key"],
+        int(item["index"]),
+        plan["ds"],
+        plan["token"],
+        (pipeline, stamp),
+        shadow_model,
+        layout.quarantine_prefix(spec.name, run.dag_run_id),
+    )
 
 
 def _classes_json(pipeline: Any, spec: ModelSpec) -> list[Any] | None:
