@@ -213,10 +213,51 @@ def _download_verified(model_uri: str, expected_sha256: str, destination: str) -
     return local
 
 
-def verify_artifact(model_uri: str, expected_sha256: str) -> None:
-    """Download a model and check its artifact's sha256, without deserializing it."""
+class SignatureMismatch(RegistryError):
+    """The model's input signature does not fit the features the spec describes."""
+
+
+# What `training.features_frame` hands the model for each feature type, as MLflow names it.
+_SIGNATURE_TYPES = {"number": "double", "integer": "double", "boolean": "double", "category": "string"}
+
+
+def check_signature(signature: Any, spec: ModelSpec, model_uri: str) -> None:
+    """Refuse a model whose logged input signature differs from the spec's features (names, order
+    or types): a spec edited since the model was trained would feed it the wrong columns."""
+    if signature is None or signature.inputs is None:
+        raise SignatureMismatch(
+            f"{model_uri} has no input signature: it cannot be checked against {spec.name}"
+        )
+    model = [(col.name, col.type.name) for col in signature.inputs.inputs]
+    wanted = [(name, _SIGNATURE_TYPES[feature.type]) for name, feature in spec.features.items()]
+    if model == wanted:
+        return
+    model_names, wanted_names = [n for n, _ in model], [n for n, _ in wanted]
+    problems = []
+    if missing := [n for n in model_names if n not in wanted_names]:
+        problems.append(f"the model needs {missing}, which the spec lacks")
+    if extra := [n for n in wanted_names if n not in model_names]:
+        problems.append(f"the spec adds {extra}, unknown to the model")
+    types = dict(model)
+    if changed := [f"{n}: {types[n]} -> {t}" for n, t in wanted if n in types and types[n] != t]:
+        problems.append(f"types changed ({', '.join(changed)})")
+    if not problems:
+        problems.append(f"the order differs (model {model_names}, spec {wanted_names})")
+    raise SignatureMismatch(
+        f"{model_uri} does not fit the spec of {spec.name}: {'; '.join(problems)}. "
+        "Retrain it with this spec, or pin a version trained with it."
+    )
+
+
+def verify_artifact(model_uri: str, expected_sha256: str, spec: ModelSpec | None = None) -> None:
+    """Download a model and check its artifact's sha256 (and, given `spec`, its input signature
+    against the spec's features), without deserializing it."""
     with tempfile.TemporaryDirectory() as tmp:
-        _download_verified(model_uri, expected_sha256, tmp)
+        local = _download_verified(model_uri, expected_sha256, tmp)
+        if spec is not None:
+            from mlflow.models import Model
+
+            check_signature(Model.load(str(local)).signature, spec, model_uri)
 
 
 def load_verified(model_uri: str, expected_sha256: str) -> Any:

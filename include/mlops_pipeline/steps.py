@@ -306,13 +306,13 @@ def score_plan(
     client = registry.connect(get_settings().mlflow_tracking_uri)
     try:
         primary = _model_ref(registry.scoring_version(client, spec.name, pinned_version))
-        registry.verify_artifact(primary["model_uri"], primary["artifact_sha256"])
+        registry.verify_artifact(primary["model_uri"], primary["artifact_sha256"], spec)
         challenger = None
         if shadow:
             version = registry.alias_version(client, spec.name, registry.CHALLENGER)
             if version is not None and str(version.version) != primary["version"]:
                 challenger = _model_ref(version)
-                registry.verify_artifact(challenger["model_uri"], challenger["artifact_sha256"])
+                registry.verify_artifact(challenger["model_uri"], challenger["artifact_sha256"], spec)
     except (registry.RegistryError, registry.ArtifactIntegrityError) as exc:
         raise StepRejected(str(exc)) from exc
     input_store, pattern = split_source_uri(spec.scoring.input.uri, store)

@@ -137,6 +137,19 @@ def test_a_missing_column_fails_the_file_with_its_name(store, champion, capfd) -
     assert read_partition(store, "churn", "2026-03-06") is None
 
 
+def test_a_champion_that_does_not_fit_an_edited_spec_is_refused(store, champion) -> None:
+    from datetime import date
+
+    from mlops_pipeline.spec import ModelSpec
+
+    data = load_spec(REPO / "include/models/churn.yaml").model_dump()
+    data["features"].pop("age")  # the spec was edited after the champion was trained
+    info = steps.RunInfo("churn__score", "manual__edited_spec", "test", "2026-03-07T00:00:00+00:00")
+    with pytest.raises(steps.StepRejected, match=r"the model needs \['age'\], which the spec lacks"):
+        steps.score_plan(ModelSpec.model_validate(data), store, date(2026, 3, 7), None, False, info)
+    assert store.list("predictions/churn/ds=2026-03-07") == []
+
+
 def _local(store: ObjectStore, key: str) -> str:
     import tempfile
 

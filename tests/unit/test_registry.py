@@ -163,3 +163,37 @@ def test_trusted_types_refuse_foreign_classes() -> None:
 
     with pytest.raises(registry.RegistryError, match="should not trust"):
         registry.trusted_types(Pipeline([("odd", Foreign())]))
+
+
+def spec_without(spec: ModelSpec, feature: str, **changes: dict) -> ModelSpec:
+    data = spec.model_dump()
+    data["features"].pop(feature)
+    for name, values in changes.items():
+        data["features"][name] = {**data["features"][name], **values}
+    return ModelSpec.model_validate(data)
+
+
+def test_the_logged_signature_is_checked_against_the_spec(
+    spec: ModelSpec, candidate: registry.LoggedCandidate
+) -> None:
+    registry.verify_artifact(candidate.model_uri, candidate.artifact_sha256, spec)
+
+    with pytest.raises(registry.SignatureMismatch, match=r"the model needs \['bmi'\], which the spec lacks"):
+        registry.verify_artifact(candidate.model_uri, candidate.artifact_sha256, spec_without(spec, "bmi"))
+    retyped = spec_without(spec, "bmi", sex={"type": "integer", "allowed": None})
+    with pytest.raises(registry.SignatureMismatch, match=r"types changed \(sex: string -> double\)"):
+        registry.verify_artifact(candidate.model_uri, candidate.artifact_sha256, retyped)
+
+
+def test_a_reordered_spec_or_a_missing_signature_is_refused(
+    spec: ModelSpec, candidate: registry.LoggedCandidate
+) -> None:
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(candidate.model_uri).signature
+    data = spec.model_dump()
+    data["features"] = dict(reversed(list(data["features"].items())))
+    with pytest.raises(registry.SignatureMismatch, match="the order differs"):
+        registry.check_signature(signature, ModelSpec.model_validate(data), candidate.model_uri)
+    with pytest.raises(registry.SignatureMismatch, match="has no input signature"):
+        registry.check_signature(None, spec, candidate.model_uri)
