@@ -6,7 +6,8 @@ them, and then publishes **last**:
 
 1. `…/_manifests/<generation>.json` with a create-only write (S3 `IfNoneMatch="*"`, a hard link
    on the file store): two runs can never publish the same generation;
-2. `…/_manifest.json`, replaced atomically (a rename on the file store, a PUT on S3).
+2. `…/_manifest.json`, replaced atomically (a rename on the file store, a PUT on S3), and set
+   forward to the newest generation if an overlapping publish wrote a newer one meanwhile.
 
 Readers go through `_manifest.json` only, which names the exact files (with row counts and
 sha256): a partition without a manifest does not exist for them, and a rerun that replaces a
@@ -155,8 +156,32 @@ def publish_partition(
         raise PublishError(
             f"{prefix}: another run published generation {generation} at the same time"
         ) from exc
-    store.write_bytes(f"{prefix}/{MANIFEST}", data)
+    _point_readers_at(store, area, model, ds, generation, data)
     return manifest
+
+
+def _point_readers_at(
+    store: ObjectStore, area: str, model: str, ds: str, generation: int, data: bytes
+) -> None:
+    """Write `_manifest.json` (generation `generation`, content `data`), then make sure it does not
+    point at an older generation than the newest one published.
+
+    Two publishes of one day that overlap can write `_manifest.json` out of order. Whoever finds a
+    newer generation file after its own write copies the newest one there and looks again, so the
+    last look of the last writer leaves readers on the newest complete partition. A reader may see
+    the older generation for a moment, never a mix of both.
+    """
+    prefix = partition_prefix(area, model, ds)
+    store.write_bytes(f"{prefix}/{MANIFEST}", data)
+    written = generation
+    while (newest := _newest_generation(store, area, model, ds)) > written:
+        store.write_bytes(f"{prefix}/{MANIFEST}", store.read_bytes(f"{prefix}/_manifests/{newest:06d}.json"))
+        written = newest
+
+
+def _newest_generation(store: ObjectStore, area: str, model: str, ds: str) -> int:
+    keys = _generations(store, area, model, ds)
+    return max((int(key.rsplit("/", 1)[1].removesuffix(".json")) for key in keys), default=0)
 
 
 def clean_stale_parts(

@@ -296,6 +296,33 @@ def test_two_runs_publishing_the_same_generation_cannot_both_win(store: ObjectSt
     assert read_manifest(store, PREDICTIONS, MODEL, DS)["generation"] == 2  # type: ignore[index]
 
 
+class LateStore(RacingStore):
+    """A real store through which this run is held just before it writes `_manifest.json`, while a
+    rival run publishes a newer generation in full."""
+
+    def create_only(self, key: str, data: bytes) -> None:
+        self._inner.create_only(key, data)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if key.endswith(f"/{MANIFEST}") and self._rival is not None:
+            rival, self._rival = self._rival, None
+            rival()
+        self._inner.write_bytes(key, data)
+
+
+def test_an_overlapping_older_publish_cannot_point_readers_back(store: ObjectStore, stager: Stager) -> None:
+    late_parts = stager.stage("run-late", [predictions_table(ids("late", 10), 1)])
+    rival_rows = [predictions_table(ids("rival", 20), 2)]
+    rival_parts = stager.stage("run-rival", rival_rows)
+
+    late = LateStore(store, lambda: publish(store, rival_parts))
+    assert publish(late, late_parts)["generation"] == 1  # type: ignore[arg-type]
+    # The late run wrote generation 1 over the rival's 2, saw the newer one and set it back.
+    assert read_manifest(store, PREDICTIONS, MODEL, DS)["generation"] == 2  # type: ignore[index]
+    read = read_partition(store, MODEL, DS)
+    assert read is not None and read.equals(pa.concat_tables(rival_rows))
+
+
 def test_a_generation_file_already_present_is_never_overwritten(store: ObjectStore, stager: Stager) -> None:
     """A generation file left by a crashed publish is counted: the next publish takes the next number."""
     prefix = partition_prefix(PREDICTIONS, MODEL, DS)
