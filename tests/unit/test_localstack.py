@@ -1,5 +1,6 @@
 """Unit tests of `mlops_pipeline.localstack` with real processes: tiny `python` services started,
-checked and stopped through PID records, real sockets for the port checks."""
+checked and stopped through PID records, real sockets for the port checks, and the machine's own
+PostgreSQL and Redis servers for the native stack's throwaway databases."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import stat
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -353,3 +355,84 @@ def test_layout_keeps_everything_under_its_root(tmp_path: Path) -> None:
         assert path.parent == tmp_path
     assert layout.passwords_file.parent == layout.airflow_home
     assert layout.log_file("mlflow") == tmp_path / "logs" / "mlflow.log"
+
+
+# --- the native stack's share of the machine's PostgreSQL and Redis servers (real servers) ----
+
+
+@pytest.fixture
+def db_prefix() -> Iterator[str]:
+    """A database name prefix of this test's own; whatever it left is dropped afterwards."""
+    import uuid
+
+    prefix = f"mlops_unit_{uuid.uuid4().hex[:8]}"
+    yield prefix
+    for name in localstack.list_databases(localstack.DEFAULT_POSTGRES_URI, prefix):
+        localstack.drop_database(localstack.DEFAULT_POSTGRES_URI, name)
+
+
+def test_throwaway_databases_are_created_listed_and_dropped_even_while_in_use(db_prefix: str) -> None:
+    import psycopg2
+
+    uri = localstack.DEFAULT_POSTGRES_URI
+    localstack.create_database(uri, f"{db_prefix}_airflow")
+    localstack.create_database(uri, f"{db_prefix}_mlflow")
+    assert localstack.list_databases(uri, db_prefix) == [f"{db_prefix}_airflow", f"{db_prefix}_mlflow"]
+
+    in_use = psycopg2.connect(f"{uri}/{db_prefix}_airflow", connect_timeout=10)
+    try:
+        localstack.drop_database(uri, f"{db_prefix}_airflow")  # WITH (FORCE): a client does not block it
+    finally:
+        in_use.close()
+    localstack.drop_database(uri, f"{db_prefix}_never_created")  # IF EXISTS
+    assert localstack.list_databases(uri, db_prefix) == [f"{db_prefix}_mlflow"]
+
+
+def test_a_redis_database_is_claimed_empty_kept_apart_and_released_only_by_its_owner() -> None:
+    import redis
+
+    uri = localstack.DEFAULT_REDIS_URI
+    first = localstack.claim_redis_db(uri, "stack-a")
+    second = localstack.claim_redis_db(uri, "stack-b")
+    try:
+        assert first != second and 0 not in (first, second)
+        client = redis.Redis.from_url(f"{uri}/{first}")
+        client.set("celery-task", "x")
+        assert not localstack.release_redis_db(uri, first, "stack-b"), "not stack-b's to flush"
+        assert client.get("celery-task") == b"x"
+        assert localstack.release_redis_db(uri, first, "stack-a")
+        assert client.dbsize() == 0
+    finally:
+        localstack.release_redis_db(uri, first, "stack-a")
+        localstack.release_redis_db(uri, second, "stack-b")
+
+
+def test_native_resources_are_released_once_and_the_record_removed(
+    layout: localstack.StackLayout, db_prefix: str
+) -> None:
+    uri = localstack.DEFAULT_POSTGRES_URI
+    localstack.create_database(uri, f"{db_prefix}_airflow")
+    index = localstack.claim_redis_db(localstack.DEFAULT_REDIS_URI, "stack-c")
+    resources = localstack.NativeResources(
+        token="stack-c",
+        postgres_uri=uri,
+        databases=(f"{db_prefix}_airflow",),
+        redis_uri=localstack.DEFAULT_REDIS_URI,
+        redis_db=index,
+    )
+    localstack._write_resources(layout, resources)
+    assert localstack.read_native_resources(layout) == resources
+
+    released = localstack.release_native_resources(layout)
+    assert released == [f"database {db_prefix}_airflow", f"redis database {index}"]
+    assert localstack.list_databases(uri, db_prefix) == []
+    assert localstack.read_native_resources(layout) is None
+    assert localstack.release_native_resources(layout) == []
+
+
+def test_worker_hostname_is_the_worker_s_name_else_the_fqdn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(localstack.WORKER_NAME_VAR, "worker2@host")
+    assert localstack.worker_hostname() == "worker2@host"
+    monkeypatch.delenv(localstack.WORKER_NAME_VAR)
+    assert localstack.worker_hostname() == socket.getfqdn()
+    assert localstack.celery_worker_name(3) == f"worker3@{socket.gethostname()}"
