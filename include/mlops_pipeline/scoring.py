@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mlops_pipeline.spec import ModelSpec, Policy
+from mlops_pipeline.spec import FeatureSpec, ModelSpec, Policy
 from mlops_pipeline.training import features_frame
 
 _T = TypeVar("_T")
@@ -143,6 +143,33 @@ def _numeric(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return parsed, unparseable
 
 
+def _number_rules(
+    broken: list[tuple[str, Policy, np.ndarray]],
+    name: str,
+    feature: FeatureSpec,
+    policy: Policy,
+    parsed: np.ndarray,
+    unparseable: np.ndarray,
+) -> np.ndarray:
+    """Append the type and range rules of one numeric feature to `broken`; return its nulls.
+
+    `parsed`: float64, NaN where missing or not a finite number; `unparseable`: present values that
+    are not finite numbers. Both ways of checking (pandas, Arrow) go through here.
+    """
+    missing = np.isnan(parsed)
+    broken.append((f"type:{name}", policy, unparseable))
+    if feature.type == "integer":
+        with np.errstate(invalid="ignore"):
+            broken.append((f"type:{name}", policy, ~missing & (np.mod(parsed, 1.0) != 0)))
+    out_of_range = np.zeros(len(parsed), dtype=bool)
+    if feature.min is not None:
+        out_of_range |= parsed < feature.min
+    if feature.max is not None:
+        out_of_range |= parsed > feature.max
+    broken.append((f"range:{name}", policy, out_of_range))
+    return missing & ~unparseable
+
+
 def check_rows(frame: pd.DataFrame, spec: ModelSpec) -> RowCheck:
     """Check every row of a batch against the spec's feature schema, vectorised per column."""
     default = spec.validation.default_policy
@@ -154,17 +181,7 @@ def check_rows(frame: pd.DataFrame, spec: ModelSpec) -> RowCheck:
         values = frame[name]
         if feature.type in ("number", "integer"):
             parsed, unparseable = _numeric(values)
-            nulls = parsed.isna().to_numpy() & ~unparseable
-            broken.append((f"type:{name}", policy, unparseable))
-            if feature.type == "integer":
-                fractional = ~np.isnan(parsed.to_numpy()) & (np.mod(parsed.to_numpy(), 1.0) != 0)
-                broken.append((f"type:{name}", policy, fractional))
-            out_of_range = np.zeros(len(frame), dtype=bool)
-            if feature.min is not None:
-                out_of_range |= (parsed < feature.min).to_numpy()
-            if feature.max is not None:
-                out_of_range |= (parsed > feature.max).to_numpy()
-            broken.append((f"range:{name}", policy, out_of_range))
+            nulls = _number_rules(broken, name, feature, policy, parsed.to_numpy(), unparseable)
         elif feature.type == "boolean":
             text = values.astype("string").str.strip().str.lower()
             nulls = values.isna().to_numpy()
@@ -275,8 +292,8 @@ class _ArrowBatch:
 def _check_arrow(batch: pa.RecordBatch, spec: ModelSpec) -> _ArrowBatch:
     """`check_rows` for a batch that `arrow_path_applies` to: the same rules, masks and order.
 
-    Numbers: the pandas way's parsed value is the column as float64 and nothing is unparseable;
-    an integer column cannot hold a fraction. Categories: null is an Arrow null, and a present
+    Numbers: the pandas way's parsed value is the column as float64, and only ±inf is not a
+    finite number. Categories: null is an Arrow null, and a present
     value is allowed when it is one of the spec's strings (checked once per distinct value).
     """
     default = spec.validation.default_policy
@@ -292,17 +309,7 @@ def _check_arrow(batch: pa.RecordBatch, spec: ModelSpec) -> _ArrowBatch:
             infinite = np.isinf(parsed)
             if infinite.any():  # not a finite number, as the pandas way says
                 parsed = np.where(infinite, np.nan, parsed)
-            broken.append((f"type:{name}", policy, infinite))
-            nulls = np.isnan(parsed) & ~infinite
-            if feature.type == "integer" and pa.types.is_floating(column.type):
-                with np.errstate(invalid="ignore"):
-                    broken.append((f"type:{name}", policy, ~nulls & (np.mod(parsed, 1.0) != 0)))
-            out_of_range = np.zeros(len(parsed), dtype=bool)
-            if feature.min is not None:
-                out_of_range |= parsed < feature.min
-            if feature.max is not None:
-                out_of_range |= parsed > feature.max
-            broken.append((f"range:{name}", policy, out_of_range))
+            nulls = _number_rules(broken, name, feature, policy, parsed, infinite)
             numbers[name] = parsed
         else:
             text = categories[name] = _Categories.of(column)

@@ -573,6 +573,7 @@ def plain_typed_batch(rows: int) -> pd.DataFrame:
     frame.loc[5, "total_charges"] = np.nan  # nullable: scored
     frame.loc[6, "support_calls"] = 2.5  # a fraction in an integer feature
     frame.loc[7, "support_calls"] = np.nan
+    frame.loc[13, "support_calls"] = np.inf  # not a finite number in an integer feature: one type rule
     frame.loc[8, "plan"] = None
     frame.loc[[9, 40], "region"] = "mars"
     frame.loc[10, "customer_id"] = None
@@ -607,10 +608,11 @@ def test_the_arrow_way_gives_the_bytes_of_the_pandas_way(
     assert comparable(arrow_way.stats) == comparable(pandas_way.stats)
     assert sha256_file(arrow_out) == sha256_file(pandas_out)
     if policy == "quarantine":
-        assert arrow_way.stats.rows_quarantined == 11
+        assert arrow_way.stats.rows_quarantined == 12
         # ±inf is not a finite number (and out of range): held, never handed to the model.
         assert arrow_way.stats.quarantined_by_rule["type:monthly_charges"] == 1
         assert arrow_way.stats.quarantined_by_rule["type:data_usage_gb"] == 1
+        assert arrow_way.stats.quarantined_by_rule["type:support_calls"] == 2  # 2.5 and inf
         assert sha256_file(arrow_held) == sha256_file(pandas_held)
     else:
         assert arrow_way.stats.rows_scored == 300 and not arrow_held.exists()
