@@ -22,7 +22,7 @@ import yaml
 from mlops_pipeline.ingest import SnapshotManifest
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.store import ObjectExistsError, ObjectStore
-from mlops_pipeline.training import TrainResult, features_frame
+from mlops_pipeline.training import NUMERIC_FEATURE_TYPES, TrainResult, features_frame
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -217,10 +217,6 @@ class SignatureMismatch(RegistryError):
     """The model's input signature does not fit the features the spec describes."""
 
 
-# What `training.features_frame` hands the model for each feature type, as MLflow names it.
-_SIGNATURE_TYPES = {"number": "double", "integer": "double", "boolean": "double", "category": "string"}
-
-
 def check_signature(signature: Any, spec: ModelSpec, model_uri: str) -> None:
     """Refuse a model whose logged input signature differs from the spec's features (names, order
     or types): a spec edited since the model was trained would feed it the wrong columns."""
@@ -229,7 +225,11 @@ def check_signature(signature: Any, spec: ModelSpec, model_uri: str) -> None:
             f"{model_uri} has no input signature: it cannot be checked against {spec.name}"
         )
     model = [(col.name, col.type.name) for col in signature.inputs.inputs]
-    wanted = [(name, _SIGNATURE_TYPES[feature.type]) for name, feature in spec.features.items()]
+    # What `features_frame` hands the model, as MLflow names it: float64 is "double", str "string".
+    wanted = [
+        (name, "double" if feature.type in NUMERIC_FEATURE_TYPES else "string")
+        for name, feature in spec.features.items()
+    ]
     if model == wanted:
         return
     model_names, wanted_names = [n for n, _ in model], [n for n, _ in wanted]

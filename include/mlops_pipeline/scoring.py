@@ -712,8 +712,9 @@ def score_file(
     batches: Generator[_Batch, None, None] | None = None
     try:
         # From the file's schema, not its first batch: an empty file lacking columns is refused too.
-        check_columns(input_columns(input_path, fmt), spec, str(input_path.name))
         input_schema = pq.read_schema(input_path) if fmt == "parquet" else None
+        names = input_schema.names if input_schema is not None else input_columns(input_path, fmt)
+        check_columns(list(names), spec, str(input_path.name))
         if input_schema is not None and arrow_path_applies(input_schema, spec):
             batches = _read_ahead(_arrow_batches(input_path, input_schema, spec, batch_rows))
         else:

@@ -38,12 +38,16 @@ def holdout_mask(ids: pd.Series, fraction: float, seed: int) -> np.ndarray:
     return (buckets / np.float64(2**64)) < fraction
 
 
+# Feature types the model gets as float64 (`features_frame`); every other type (category) as str.
+NUMERIC_FEATURE_TYPES = ("number", "integer", "boolean")
+
+
 def features_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     """The feature columns in spec order, typed for the pipeline (numbers float, categories str)."""
     columns: dict[str, Any] = {}
     for name, feature in spec.features.items():
         values = frame[name]
-        if feature.type in ("number", "integer", "boolean"):
+        if feature.type in NUMERIC_FEATURE_TYPES:
             # ±inf is no value a model can use: missing, like unparseable text (validation flags both).
             columns[name] = (
                 pd.to_numeric(values, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
@@ -66,7 +70,7 @@ def target_series(frame: pd.DataFrame, spec: ModelSpec) -> pd.Series:
 
 def build_pipeline(spec: ModelSpec) -> Pipeline:
     """Preprocessing for the spec's feature types followed by the spec's estimator."""
-    numeric = [name for name, f in spec.features.items() if f.type in ("number", "integer", "boolean")]
+    numeric = [name for name, f in spec.features.items() if f.type in NUMERIC_FEATURE_TYPES]
     categorical = [name for name, f in spec.features.items() if f.type == "category"]
     numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
     if spec.estimator.kind in _LINEAR:

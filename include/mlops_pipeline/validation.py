@@ -34,7 +34,7 @@ import pandas as pd
 from mlops_pipeline.layout import data_docs_key, quarantine_prefix, validation_prefix
 from mlops_pipeline.spec import ModelSpec, Policy
 from mlops_pipeline.store import ObjectStore
-from mlops_pipeline.training import features_frame
+from mlops_pipeline.training import NUMERIC_FEATURE_TYPES, features_frame
 
 REASONS_COLUMN = "_reasons"
 # Text forms accepted for each numeric type (surrounding spaces are tolerated by pandas' parser).
@@ -209,7 +209,7 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
         if name not in present_columns:
             continue
         policy = feature.on_violation or default
-        typed = feature.type in ("number", "integer", "boolean")
+        typed = feature.type in NUMERIC_FEATURE_TYPES
         if not feature.nullable:
             # On the text, so an unparseable value is a `type:` violation, not also a null.
             column = _text_column(name) if typed else name
@@ -262,7 +262,7 @@ def _typed_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     """The frame GX checks: parsed values under the column names, raw text beside typed columns."""
     checked = frame.reset_index(drop=True).copy()
     present = [name for name in spec.features if name in checked.columns]
-    numeric = [name for name in present if spec.features[name].type in ("number", "integer", "boolean")]
+    numeric = [name for name in present if spec.features[name].type in NUMERIC_FEATURE_TYPES]
     for name in numeric:
         text = checked[name]
         checked[_text_column(name)] = text.astype(object).where(text.notna(), None)
