@@ -315,15 +315,16 @@ def noise_floors(
     present: tuple[dict[str, int], dict[str, int]],
     kinds: dict[str, str],
     drift: DriftSpec,
-    false_alarm_rate: float,
 ) -> dict[str, float]:
-    """Per column, the score that identical data reach with probability `false_alarm_rate` / columns.
+    """Per column, the score that identical data reach with probability `drift.false_alarm_rate` /
+    columns.
 
-    So one check of identical data alarms with probability at most `false_alarm_rate` (Bonferroni).
+    So one check of identical data alarms with probability at most `drift.false_alarm_rate`
+    (Bonferroni).
     Only for the normed Wasserstein and categorical Jensen-Shannon methods; 0 for the others. It
     shrinks as 1/sqrt(rows): a few thousand rows a side bring it under the usual 0.1 threshold.
     """
-    alpha = false_alarm_rate / len(kinds)
+    alpha = drift.false_alarm_rate / len(kinds)
     floors = {}
     for column, kind in kinds.items():
         method = column_method(column, kind, drift)
@@ -394,6 +395,12 @@ def _read_snapshot(
     return columns, drifted_count, dataset_drift
 
 
+def _telemetry_off() -> None:
+    # Evidently's telemetry is only sent by its UI, but keep it off for any code path that might.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
+
+
 def check_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -416,9 +423,7 @@ def check_drift(
     kind, a column with no values).
     """
     _check_inputs(reference, current, kinds)
-    # Evidently's telemetry is only sent by its UI, but keep it off for any code path that might.
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
+    _telemetry_off()
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -434,7 +439,6 @@ def check_drift(
         (reference_present, current_present),
         kinds,
         drift,
-        drift.false_alarm_rate,
     )
     thresholds = {
         column: drift.column_thresholds.get(column, max(drift.threshold, floors[column])) for column in kinds
@@ -497,8 +501,7 @@ def add_to_workspace(workspace: str | Path, project: str, reports: dict[str, Dri
     UI (`evidently ui --workspace <folder>`) lists them over time. Telemetry is off (the UI is the
     only part of Evidently that sends any).
     """
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
+    _telemetry_off()
     from evidently.ui.workspace import Workspace
 
     Path(workspace).mkdir(parents=True, exist_ok=True)
