@@ -35,7 +35,7 @@ demo: $(VENV)/.synced ## Start Airflow + MLflow + the store locally, train and p
 .PHONY: env
 env: ## Write .env from .env.example with new random secrets (refuses to overwrite an existing .env)
 	@# Standard library only: works before (and without) the virtualenv, e.g. on a Docker-only host.
-	python3 include/mlops_pipeline/envfile.py --example .env.example --output .env
+	python3 include/mlops_pipeline/devtools/envfile.py --example .env.example --output .env
 
 .PHONY: stack
 stack: $(VENV)/.synced ## The compose stack without Docker: Celery workers, PostgreSQL, Redis, S3, MLflow (`mlops stack down` stops it)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_pipeline import example_data as ex
+from mlops_pipeline.devtools import example_data as ex
 from mlops_pipeline.spec import DriftSpec
 
 CATEGORICAL = ("plan", "region", "payment_method")

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_scale.py --json [--files 8 --rows-per-file 100000 --concurrency 2]
 
-Starts the native production-like stack (`mlops_pipeline.localstack.start_native_stack`: the
+Starts the native production-like stack (`mlops_pipeline.native_stack.start_native_stack`: the
 CeleryExecutor on this machine's PostgreSQL and Redis, two Celery workers, MLflow on PostgreSQL,
 moto's S3 server holding the store), writes the February example data and one large scoring day
 (`--files` Parquet files of `--rows-per-file` rows under `incoming/churn/ds=<ds>/`, where the
@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mlops_pipeline import localstack
-from mlops_pipeline.airflow_client import AirflowClient, AirflowNotFoundError
-from mlops_pipeline.example_data import write_example_data, write_scoring_inputs
+from mlops_pipeline.devtools import embedded_stack, native_stack, processes
+from mlops_pipeline.devtools.airflow_client import AirflowClient, AirflowNotFoundError
+from mlops_pipeline.devtools.example_data import write_example_data, write_scoring_inputs
 from mlops_pipeline.predictions import read_manifest
 from mlops_pipeline.store import open_store
 
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench_scale_"))
-    layout = localstack.StackLayout(root / "stack")
-    passwords = {"admin": localstack.generate_password(), "viewer": localstack.generate_password()}
+    layout = embedded_stack.StackLayout(root / "stack")
+    passwords = {"admin": processes.generate_password(), "viewer": processes.generate_password()}
     ds = BENCH_DAY.isoformat()
     cores = os.cpu_count()
     log(
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     two: list[dict[str, Any]] = []
     try:
         t0 = time.monotonic()
-        native = localstack.start_native_stack(
+        native = native_stack.start_native_stack(
             layout,
             dags_folder=REPO / "dags",
             plugins_folder=REPO / "plugins",
@@ -169,23 +169,23 @@ def main(argv: list[str] | None = None) -> int:
             log(f"champion trained and warm-up scored after {time.monotonic() - t0:.0f} s")
 
             for attempt in range(args.repeat):
-                localstack.stop_service(layout.state_dir, "celery-worker2")
+                processes.stop_service(layout.state_dir, "celery-worker2")
                 one.append(score_once(client, ds, f"one worker #{attempt + 1}"))
-                worker = localstack.start_celery_worker(
+                worker = native_stack.start_celery_worker(
                     layout,
                     native.airflow,
                     native.env,
                     index=2,
-                    log_server_port=localstack.find_free_port(),
+                    log_server_port=processes.find_free_port(),
                     concurrency=args.concurrency,
                 )
-                localstack.wait_for_celery_worker(worker)
+                native_stack.wait_for_celery_worker(worker)
                 two.append(score_once(client, ds, f"two workers #{attempt + 1}"))
         manifest = read_manifest(store, "predictions", MODEL, ds)
         assert manifest is not None
         rows = int(manifest["rows"])
     finally:
-        localstack.stop_native_stack(layout)
+        native_stack.stop_native_stack(layout)
 
     best_one = min(one, key=lambda r: r["run_s"])
     best_two = min(two, key=lambda r: r["run_s"])

@@ -72,7 +72,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mlops_pipeline import layout
-from mlops_pipeline.predictions import PREDICTIONS, SHADOW, PartFile, clean_stale_parts, publish_partition
+from mlops_pipeline.layout import PREDICTIONS, SHADOW
+from mlops_pipeline.predictions import PartFile, clean_stale_parts, publish_partition
 from mlops_pipeline.scoring import RunStamp, ScoreStats, model_classes, output_schema
 from mlops_pipeline.spec import ModelSpec, load_spec
 from mlops_pipeline.steps import stage_scored_input
@@ -100,7 +101,7 @@ def log(message: str) -> None:
 
 def train_pipeline(spec: ModelSpec) -> Any:
     """The churn pipeline fitted on the spec's training window of example days, as the DAG would."""
-    from mlops_pipeline import example_data as ex
+    from mlops_pipeline.devtools import example_data as ex
     from mlops_pipeline.training import train_model
 
     days = [SCORING_DAY - datetime.timedelta(days=d) for d in range(spec.source.window_days, 0, -1)]
@@ -113,7 +114,7 @@ def train_pipeline(spec: ModelSpec) -> Any:
 
 def input_table(spec: ModelSpec, rows: int) -> pa.Table:
     """`rows` scoring rows: the example batch of a clean day tiled, with fresh unique ids (vectorised)."""
-    from mlops_pipeline import example_data as ex
+    from mlops_pipeline.devtools import example_data as ex
 
     base = ex.churn_scoring_batch(SCORING_DAY, rows=min(rows, BASE_ROWS))
     table = pa.Table.from_pandas(base, preserve_index=False)

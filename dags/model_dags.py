@@ -1,22 +1,21 @@
-"""DAG factory: every model spec in include/models/ becomes `<model>__train`, `<model>__rollback`
-and, when the spec has a scoring section, `<model>__score`.
+"""DAG factory: every model spec in include/models/ becomes `<model>__train` and `<model>__rollback`
+and, when the spec has a scoring section, `<model>__score` and `<model>__monitor`.
 
-This file only declares. Each task is a thin wrapper around `mlops_pipeline.steps`; heavy
-libraries (sklearn, MLflow, Great Expectations) are imported inside the tasks, never at parse
-time. Invalid specs are skipped here and reported as an import error by `model_spec_errors.py`,
+This file only declares. Each task is a thin wrapper around the function of the same name in
+`mlops_pipeline.steps.<kind>` (`train`, `score`, `monitor`, `rollback`); the payloads between tasks
+are typed in `mlops_pipeline.steps.results`. Heavy libraries (pandas, sklearn, MLflow, Great
+Expectations, Evidently) are imported inside the tasks, never at parse time. Invalid specs are skipped here and reported as an import error by `model_spec_errors.py`,
 so one broken spec never takes down the DAGs of the others.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pendulum
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
 from mlops_pipeline.airflow_glue import (
     MLOpsNotifier,
     champion_asset,
+    dag_defaults,
     predictions_asset,
     promoted_as_of,
     rejections_fail_the_task,
@@ -26,10 +25,19 @@ from mlops_pipeline.airflow_glue import (
     task_store,
 )
 from mlops_pipeline.spec import ModelSpec, default_models_dir, load_specs
-
-START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
-# Tasks talk to the store and MLflow: transient failures are retried; rejections are not.
-EXTERNAL = {"retries": 2, "retry_delay": timedelta(seconds=15)}
+from mlops_pipeline.steps.results import (
+    Candidate,
+    Evaluation,
+    InputFile,
+    Promotion,
+    Published,
+    Registered,
+    ScoredInput,
+    ScorePlan,
+    Snapshot,
+    Validated,
+    WindowChecked,
+)
 
 TRAIN_DOC = """
 ### {name}: train → gate → promote
@@ -60,11 +68,7 @@ def train_dag(spec: ModelSpec) -> DAG:
             approve=" `approve` (a person approves in the UI) →" if spec.approval_required else "",
         ),
         schedule=spec.schedules.train,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        tags=["mlops", "train", spec.name, *spec.tags],
-        default_args={"owner": spec.owner, "retries": 0},
+        **dag_defaults(spec, "train"),
         params={
             "as_of": Param(
                 None,
@@ -97,52 +101,52 @@ def train_dag(spec: ModelSpec) -> DAG:
         },
     )
     def lifecycle() -> None:
-        @task(**EXTERNAL)
-        def ingest() -> dict:
-            from mlops_pipeline import steps
+        @task
+        def ingest() -> Snapshot:
+            from mlops_pipeline.steps import train as steps
 
             context = get_current_context()
             as_of = resolve_as_of(context, context["params"]["as_of"])
             with rejections_fail_the_task():
                 return steps.ingest(spec, task_store(), as_of, context["params"]["window_days"])
 
-        @task(**EXTERNAL)
-        def validate(manifest: dict) -> dict:
-            from mlops_pipeline import steps
+        @task
+        def validate(manifest: Snapshot) -> Validated:
+            from mlops_pipeline.steps import train as steps
 
             with rejections_fail_the_task():
                 return steps.validate(spec, task_store(), manifest, run_info(get_current_context()))
 
-        @task(**EXTERNAL)
-        def train(manifest: dict, validated: dict) -> dict:
-            from mlops_pipeline import steps
+        @task
+        def train(manifest: Snapshot, validated: Validated) -> Candidate:
+            from mlops_pipeline.steps import train as steps
 
             with rejections_fail_the_task():
                 return steps.train(spec, task_store(), manifest, validated, run_info(get_current_context()))
 
-        @task(**EXTERNAL)
-        def evaluate(validated: dict, candidate: dict) -> dict:
-            from mlops_pipeline import steps
+        @task
+        def evaluate(validated: Validated, candidate: Candidate) -> Evaluation:
+            from mlops_pipeline.steps import train as steps
 
             with rejections_fail_the_task():
                 return steps.evaluate(
                     spec, task_store(), validated, candidate, run_info(get_current_context())
                 )
 
-        @task(**EXTERNAL)
-        def register(manifest: dict, candidate: dict, evaluation: dict) -> dict:
+        @task
+        def register(manifest: Snapshot, candidate: Candidate, evaluation: Evaluation) -> Registered:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from mlops_pipeline import steps
+            from mlops_pipeline.steps import train as steps
 
             context = get_current_context()
             if context["params"]["dry_run"]:
                 raise AirflowSkipException("dry run: nothing is registered")
             return steps.register(spec, manifest, candidate, evaluation, run_info(context))
 
-        @task(outlets=[champion_asset(spec.name)], **EXTERNAL)
-        def promote(registered: dict, manifest: dict) -> dict:
-            from mlops_pipeline import steps
+        @task(outlets=[champion_asset(spec.name)])
+        def promote(registered: Registered, manifest: Snapshot) -> Promotion:
+            from mlops_pipeline.steps import train as steps
 
             context = get_current_context()
             with rejections_fail_the_task():
@@ -165,6 +169,7 @@ def train_dag(spec: ModelSpec) -> DAG:
 
             approve = ApprovalOperator(
                 task_id="approve",
+                retries=0,  # a person's answer is not retried
                 subject=f"Promote {spec.name} v{{{{ ti.xcom_pull(task_ids='register')['version'] }}}} to champion?",
                 body=(
                     "The candidate passed its gates.\n\n"
@@ -189,11 +194,7 @@ def rollback_dag(spec: ModelSpec) -> DAG:
             "promotion history. Takes seconds."
         ),
         schedule=None,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        tags=["mlops", "rollback", spec.name, *spec.tags],
-        default_args={"owner": spec.owner, "retries": 0},
+        **dag_defaults(spec, "rollback"),
         params={
             "to_version": Param(
                 None,
@@ -213,9 +214,9 @@ def rollback_dag(spec: ModelSpec) -> DAG:
         },
     )
     def roll_back() -> None:
-        @task(outlets=[champion_asset(spec.name)], **EXTERNAL)
-        def rollback() -> dict:
-            from mlops_pipeline import steps
+        @task(outlets=[champion_asset(spec.name)])
+        def rollback() -> Promotion:
+            from mlops_pipeline.steps import rollback as steps
 
             context = get_current_context()
             version = context["params"]["to_version"]
@@ -262,11 +263,7 @@ def score_dag(spec: ModelSpec) -> DAG:
             limit=spec.scoring.max_quarantine_share,
         ),
         schedule=score_schedule(spec),
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        tags=["mlops", "score", spec.name, *spec.tags],
-        default_args={"owner": spec.owner, "retries": 0},
+        **dag_defaults(spec, "score"),
         params={
             "ds": Param(
                 None,
@@ -291,11 +288,11 @@ def score_dag(spec: ModelSpec) -> DAG:
         },
     )
     def scoring() -> None:
-        @task(**EXTERNAL)
-        def plan() -> dict:
+        @task
+        def plan() -> ScorePlan:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from mlops_pipeline import steps
+            from mlops_pipeline.steps import score as steps
 
             context = get_current_context()
             params = context["params"]
@@ -309,7 +306,7 @@ def score_dag(spec: ModelSpec) -> DAG:
                         "the champion changed without a data day (a rollback): nothing to re-score"
                     )
             with rejections_fail_the_task():
-                return steps.score_plan(
+                return steps.plan(
                     spec,
                     task_store(),
                     resolve_as_of(context, ds),
@@ -319,22 +316,22 @@ def score_dag(spec: ModelSpec) -> DAG:
                     attempt=context["ti"].try_number,
                 )
 
-        @task(map_index_template="{{ input_key }}", **EXTERNAL)
-        def score(plan: dict, item: dict) -> dict:
-            from mlops_pipeline import steps
+        @task(map_index_template="{{ input_key }}")
+        def score(plan: ScorePlan, item: InputFile) -> ScoredInput:
+            from mlops_pipeline.steps import score as steps
 
             context = get_current_context()
             context["input_key"] = item["key"]  # type: ignore[typeddict-unknown-key]
             with rejections_fail_the_task():
-                return steps.score_input(spec, task_store(), plan, item, run_info(context))
+                return steps.score(spec, task_store(), plan, item, run_info(context))
 
-        @task(outlets=[predictions_asset(spec.name)], **EXTERNAL)
-        def publish(plan: dict, results: list[dict]) -> dict:
-            from mlops_pipeline import steps
+        @task(outlets=[predictions_asset(spec.name)])
+        def publish(plan: ScorePlan, results: list[ScoredInput]) -> Published:
+            from mlops_pipeline.steps import score as steps
 
             context = get_current_context()
             with rejections_fail_the_task():
-                published = steps.score_publish(spec, task_store(), plan, list(results), run_info(context))
+                published = steps.publish(spec, task_store(), plan, list(results), run_info(context))
             context["outlet_events"][predictions_asset(spec.name)].extra = {
                 "ds": published["ds"],
                 "manifest": published["manifest_uri"],
@@ -342,10 +339,12 @@ def score_dag(spec: ModelSpec) -> DAG:
             }
             return published
 
-        @task(**EXTERNAL)
-        def inputs(plan: dict) -> list[dict]:
+        @task
+        def inputs(plan: ScorePlan) -> list[InputFile]:
             """The input files to map `score` over (Airflow maps over a whole XCom, not a key of one)."""
-            return list(plan["inputs"])
+            from mlops_pipeline.steps import score as steps
+
+            return steps.inputs(plan)
 
         planned = plan()
         scored = score.partial(plan=planned).expand(item=inputs(planned))
@@ -384,11 +383,7 @@ def monitor_dag(spec: ModelSpec) -> DAG:
             cooldown=spec.drift.cooldown_days,
         ),
         schedule=spec.schedules.monitor,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        tags=["mlops", "monitor", spec.name, *spec.tags],
-        default_args={"owner": spec.owner, "retries": 0},
+        **dag_defaults(spec, "monitor"),
         on_failure_callback=MLOpsNotifier(
             "{{ dag.dag_id }} could not check its window: see run {{ run_id }}"
         ),
@@ -417,14 +412,14 @@ def monitor_dag(spec: ModelSpec) -> DAG:
         },
     )
     def monitoring() -> None:
-        @task(**EXTERNAL)
-        def check() -> dict:
-            from mlops_pipeline import steps
+        @task
+        def check() -> WindowChecked:
+            from mlops_pipeline.steps import monitor as steps
 
             context = get_current_context()
             params = context["params"]
             with rejections_fail_the_task():
-                return steps.monitor(
+                return steps.check(
                     spec,
                     task_store(),
                     resolve_as_of(context, params["end"]),
@@ -433,8 +428,8 @@ def monitor_dag(spec: ModelSpec) -> DAG:
                     run_info(context),
                 )
 
-        @task.short_circuit(**EXTERNAL)
-        def retrain_needed(result: dict) -> bool:
+        @task.short_circuit
+        def retrain_needed(result: WindowChecked) -> bool:
             """Skip `retrain` unless the decision says so."""
             return bool(result["trigger"])
 
@@ -449,7 +444,6 @@ def monitor_dag(spec: ModelSpec) -> DAG:
                 f"{spec.name}: retraining triggered: "
                 "{{ ti.xcom_pull(task_ids='check')['decision']['reason'] }}"
             ),
-            **EXTERNAL,
         )
         result = check()
         retrain_needed(result) >> retrain

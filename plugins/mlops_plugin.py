@@ -14,16 +14,20 @@ the runs that matter most: a refused batch or a failed gate, whose tasks returne
 from __future__ import annotations
 
 import json
-import os
+from typing import TYPE_CHECKING, cast
 
 from airflow.api_fastapi.core_api.security import requires_access_dag
 from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
-from airflow.sdk import BaseOperatorLink
+from airflow.sdk import BaseOperator, BaseOperatorLink
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import RedirectResponse, Response
 
 from mlops_pipeline import layout
+from mlops_pipeline.steps.results import Candidate
+
+if TYPE_CHECKING:
+    from airflow.sdk.types import TaskInstanceKey
 
 app = FastAPI(title="MLOps pipeline reports", docs_url=None, redoc_url=None)
 URL_PREFIX = "/mlops"
@@ -37,9 +41,9 @@ def _model_of(dag_id: str) -> str:
 
 
 def _read_report(key: str) -> bytes:
-    from mlops_pipeline.steps import default_store
+    from mlops_pipeline.airflow_glue import task_store
 
-    store = default_store()
+    store = task_store()
     if not store.exists(key):
         raise HTTPException(404, f"{store.uri(key)} does not exist (the task may not have run yet)")
     return store.read_bytes(key)
@@ -65,7 +69,7 @@ def gate_report(dag_id: str, run_id: str) -> Response:
     return Response(_read_report(layout.gate_report_key(_model_of(dag_id), run_id)), media_type="text/html")
 
 
-def _train_result(dag_id: str, run_id: str) -> dict:
+def _train_result(dag_id: str, run_id: str) -> Candidate:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -78,15 +82,17 @@ def _train_result(dag_id: str, run_id: str) -> dict:
         value = json.loads(value)
     if not isinstance(value, dict) or "run_id" not in value:
         raise HTTPException(404, f"run {run_id} of {dag_id} has not logged a model to MLflow")
-    return value
+    return cast(Candidate, value)
 
 
 def mlflow_ui_url() -> str:
     """The MLflow UI: MLOPS_MLFLOW_UI_URL, else the tracking URI when it is a server."""
-    url = os.environ.get("MLOPS_MLFLOW_UI_URL") or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not url.startswith(("http://", "https://")):
+    from mlops_pipeline.settings import AlertSettings
+
+    url = AlertSettings().mlflow_ui()
+    if url is None:
         raise HTTPException(404, "no MLflow UI is configured (set MLOPS_MLFLOW_UI_URL)")
-    return url.rstrip("/")
+    return url
 
 
 @app.get(
@@ -109,7 +115,7 @@ class _RunReportLink(BaseOperatorLink):
     page = ""
     task_ids: frozenset[str] = frozenset()
 
-    def get_link(self, operator, *, ti_key) -> str:  # noqa: ANN001 - Airflow's signature
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         """The page for this task instance, or "" (no button) for tasks it does not apply to."""
         if ti_key.task_id not in self.task_ids or not ti_key.dag_id.endswith("__train"):
             return ""
@@ -145,5 +151,6 @@ class MLOpsPlugin(AirflowPlugin):
     """Registers the report pages and the links to them."""
 
     name = "mlops"
-    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "MLOps pipeline reports"}]
-    global_operator_extra_links = [DataDocsLink(), GateReportLink(), MLflowRunLink()]
+    # AirflowPlugin declares these as plain (mutable) attributes; a ClassVar would not override them.
+    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "MLOps pipeline reports"}]  # noqa: RUF012
+    global_operator_extra_links = [DataDocsLink(), GateReportLink(), MLflowRunLink()]  # noqa: RUF012

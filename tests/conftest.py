@@ -29,7 +29,7 @@ DUMMY_AWS_ENV = {
 }
 
 
-def pytest_configure(config) -> None:  # noqa: ANN001 - pytest hook signature
+def pytest_configure(config) -> None:
     """Point Airflow at a throwaway home and metadata DB, and keep libraries quiet and offline."""
     home = Path(tempfile.mkdtemp(prefix="mlops-test-airflow-"))
     os.environ.update(

@@ -1,7 +1,9 @@
-"""The package's only Airflow-aware module: run context, failure mapping, asset names.
+"""The package's only Airflow-aware module: context → plain values, the store for a task, assets,
+schedules, the DAG defaults every DAG kind shares, failure mapping and notifiers.
 
 Kept small on purpose: everything else in the package runs without Airflow, so it can be tested
-and reused (CLI, benchmarks) without a scheduler.
+and reused (CLI, benchmarks) without a scheduler. Light at import (the DAG files import it while
+parsing): the step modules, pandas and MLflow are imported inside the tasks.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from contextlib import contextmanager
 from datetime import date, timedelta
 from typing import Any
 
+import pendulum
 from airflow.sdk import Asset, BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -21,7 +24,11 @@ from mlops_pipeline.store import ObjectStore, open_store, s3_client_kwargs_from_
 
 
 def task_store() -> ObjectStore:
-    """The configured object store, with S3 credentials from the Airflow connection when one is set."""
+    """The configured object store, with S3 credentials from the Airflow connection when one is set.
+
+    The one way tasks and the UI plugin open the store; URIs outside its root (source, input and
+    label patterns) are opened from it (`ObjectStore.open_uri`), so they get the same credentials.
+    """
     settings = get_settings()
     if settings.aws_conn_id and settings.store_uri.startswith("s3://"):
         from airflow.sdk import Connection
@@ -49,7 +56,8 @@ class MLOpsNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         """Send (or log) the rendered message with the run's identity."""
         import logging
-        import os
+
+        from mlops_pipeline.settings import AlertSettings
 
         log = logging.getLogger("mlops_pipeline.alerts")
         dag_run = context.get("dag_run")
@@ -59,7 +67,7 @@ class MLOpsNotifier(BaseNotifier):
             "run_id": getattr(dag_run, "run_id", None),
             "task_id": getattr(context.get("ti"), "task_id", None),
         }
-        url = os.environ.get("MLOPS_ALERT_WEBHOOK_URL")
+        url = AlertSettings().alert_webhook_url
         if not url:
             log.warning("MLOps alert: %s", payload)
             return
@@ -69,6 +77,23 @@ class MLOpsNotifier(BaseNotifier):
             httpx.post(url, json=payload, timeout=10).raise_for_status()
         except httpx.HTTPError as exc:
             log.error("MLOps alert could not be sent to the webhook: %s; alert was %s", exc, payload)
+
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+# Tasks talk to the store and MLflow: transient failures are retried; rejections are not.
+TASK_RETRIES = 2
+TASK_RETRY_DELAY = timedelta(seconds=15)
+
+
+def dag_defaults(spec: ModelSpec, kind: str) -> dict[str, Any]:
+    """What every DAG of a model shares: start date, no catchup, one active run, tags, owner, retries."""
+    return {
+        "start_date": START_DATE,
+        "catchup": False,
+        "max_active_runs": 1,
+        "tags": ["mlops", kind, spec.name, *spec.tags],
+        "default_args": {"owner": spec.owner, "retries": TASK_RETRIES, "retry_delay": TASK_RETRY_DELAY},
+    }
 
 
 def champion_asset(model: str) -> Asset:

@@ -19,8 +19,9 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from mlops_pipeline import layout
 from mlops_pipeline.spec import ModelSpec
-from mlops_pipeline.store import ObjectExistsError, ObjectStore, glob_keys, open_store
+from mlops_pipeline.store import ObjectExistsError, ObjectStore, glob_keys
 
 
 class NoSourceDataError(RuntimeError):
@@ -68,7 +69,7 @@ def split_source_uri(uri: str, default_store: ObjectStore) -> tuple[ObjectStore,
     cut = min(index for index in (uri.find(ch) for ch in "{*?[") if index >= 0)  # "{ds}" is always there
     root, _, _ = uri[:cut].rpartition("/")
     pattern = uri[len(root) :].lstrip("/")
-    return open_store(root), pattern
+    return default_store.open_uri(root), pattern
 
 
 def read_window(
@@ -106,18 +107,14 @@ def canonical_bytes(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, lineterminator="\n").encode()
 
 
-def snapshot_prefix(model: str, as_of: date, sha256: str) -> str:
-    """Where a snapshot lives: content-addressed under its as-of partition."""
-    return f"raw/{model}/ds={as_of.isoformat()}/{sha256[:16]}"
-
-
 def ingest_window(spec: ModelSpec, store: ObjectStore, as_of: date, window_days: int) -> SnapshotManifest:
     """Snapshot the window ending `as_of`; reuse the existing snapshot when the content is unchanged."""
     days = window_dates(as_of, window_days)
     frame, files, missing = read_window(spec, store, days)
     data = canonical_bytes(frame)
     digest = hashlib.sha256(data).hexdigest()
-    prefix = snapshot_prefix(spec.name, as_of, digest)
+    data_key = layout.snapshot_data_key(spec.name, as_of, digest)
+    manifest_key = layout.snapshot_manifest_key(spec.name, as_of, digest)
     manifest = SnapshotManifest(
         model=spec.name,
         as_of=as_of.isoformat(),
@@ -126,30 +123,26 @@ def ingest_window(spec: ModelSpec, store: ObjectStore, as_of: date, window_days:
         rows=len(frame),
         columns=list(frame.columns),
         sha256=digest,
-        data_uri=store.uri(f"{prefix}/snapshot.csv"),
+        data_uri=store.uri(data_key),
         source_files=files,
         missing_days=missing,
     )
     # Same content hash means the snapshot is already there (a rerun): never rewrite it.
     with contextlib.suppress(ObjectExistsError):
-        store.create_only(f"{prefix}/snapshot.csv", data)
+        store.create_only(data_key, data)
     try:
         # Manifest last: a snapshot folder without a manifest is an interrupted ingest.
-        store.create_only(f"{prefix}/manifest.json", manifest.to_json())
+        store.create_only(manifest_key, manifest.to_json())
     except ObjectExistsError:
-        manifest = SnapshotManifest.from_json(store.read_bytes(f"{prefix}/manifest.json"))
+        manifest = SnapshotManifest.from_json(store.read_bytes(manifest_key))
     return manifest
 
 
 def read_snapshot(store: ObjectStore, manifest: SnapshotManifest) -> pd.DataFrame:
     """Load a snapshot's rows (as text) and check them against the manifest's hash."""
-    prefix = snapshot_prefix(manifest.model, date.fromisoformat(manifest.as_of), manifest.sha256)
-    data = store.read_bytes(f"{prefix}/snapshot.csv")
+    data = store.read_bytes(
+        layout.snapshot_data_key(manifest.model, date.fromisoformat(manifest.as_of), manifest.sha256)
+    )
     if hashlib.sha256(data).hexdigest() != manifest.sha256:
         raise ValueError(f"snapshot {manifest.data_uri} does not match its manifest's sha256")
     return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
-
-
-def manifest_key(model: str, as_of: date, sha256: str) -> str:
-    """Key of a snapshot's manifest."""
-    return f"{snapshot_prefix(model, as_of, sha256)}/manifest.json"

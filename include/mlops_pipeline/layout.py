@@ -1,17 +1,45 @@
-"""Where each run's outputs live in the object store: the one place that knows the key layout.
+"""Every key and prefix of the object store: the one module that knows the layout.
 
 ```
-validation/<model>/<run>/   GX result, summary, Data Docs, clean rows
-quarantine/<model>/<run>/   rejected rows + reason
-reports/<model>/<run>/      gate report (JSON + HTML)
+raw/<model>/ds=<as_of>/<sha256[:16]>/      snapshot.csv + manifest.json (content-addressed, immutable)
+validation/<model>/<run>/                  result.json, summary.json, data_docs/index.html, clean.parquet
+quarantine/<model>/<run>/                  rows.parquet + reason.json (training); score/part-*.parquet + score/reason.json
+reports/<model>/<run>/                     gate_report.{json,html}; data_drift.*, prediction_drift.*, monitoring.json
+predictions/<model>/ds=<ds>/               _manifest.json (published last), _manifests/<generation>.json, _runs/<token>/part-*.parquet
+predictions_shadow/<model>/ds=<ds>/        the same for the challenger's shadow scoring
+monitoring/<model>/windows|triggers/<end>.json   window verdicts (replaced on rerun); retraining triggers (create-only)
+registry/<model>/history/<sequence>.json   promotion history (create-only)
 ```
 `<run>` is the Airflow run id made safe for keys, so the UI plugin can find a run's reports from
 the run id alone, even when the task that wrote them failed (a refused batch, a failed gate).
+Nothing else in the package writes a key literal: the functions here name every one.
 """
 
 from __future__ import annotations
 
+from datetime import date
+
 from mlops_pipeline.store import safe_segment
+
+# --- raw snapshots ---------------------------------------------------------------------------------
+
+
+def snapshot_prefix(model: str, as_of: date, sha256: str) -> str:
+    """Where a snapshot lives: content-addressed under its as-of partition."""
+    return f"raw/{model}/ds={as_of.isoformat()}/{sha256[:16]}"
+
+
+def snapshot_data_key(model: str, as_of: date, sha256: str) -> str:
+    """A snapshot's rows in their canonical form."""
+    return f"{snapshot_prefix(model, as_of, sha256)}/snapshot.csv"
+
+
+def snapshot_manifest_key(model: str, as_of: date, sha256: str) -> str:
+    """A snapshot's manifest (written last: a folder without one is an interrupted ingest)."""
+    return f"{snapshot_prefix(model, as_of, sha256)}/manifest.json"
+
+
+# --- one training run's validation and quarantine ------------------------------------------------
 
 
 def validation_prefix(model: str, run_id: str) -> str:
@@ -19,14 +47,14 @@ def validation_prefix(model: str, run_id: str) -> str:
     return f"validation/{model}/{safe_segment(run_id)}"
 
 
-def quarantine_prefix(model: str, run_id: str) -> str:
-    """One run's quarantined rows and the reason."""
-    return f"quarantine/{model}/{safe_segment(run_id)}"
+def validation_result_key(model: str, run_id: str) -> str:
+    """The GX validation result (JSON) of one run."""
+    return f"{validation_prefix(model, run_id)}/result.json"
 
 
-def reports_prefix(model: str, run_id: str) -> str:
-    """One run's reports."""
-    return f"reports/{model}/{safe_segment(run_id)}"
+def validation_summary_key(model: str, run_id: str) -> str:
+    """The summary of one run's validation: rules, counts, policy outcomes."""
+    return f"{validation_prefix(model, run_id)}/summary.json"
 
 
 def data_docs_key(model: str, run_id: str) -> str:
@@ -34,6 +62,129 @@ def data_docs_key(model: str, run_id: str) -> str:
     return f"{validation_prefix(model, run_id)}/data_docs/index.html"
 
 
+def clean_rows_key(model: str, run_id: str) -> str:
+    """The rows that passed validation, which train and evaluate read."""
+    return f"{validation_prefix(model, run_id)}/clean.parquet"
+
+
+def quarantine_prefix(model: str, run_id: str) -> str:
+    """One run's quarantined rows and the reason."""
+    return f"quarantine/{model}/{safe_segment(run_id)}"
+
+
+def quarantine_rows_key(model: str, run_id: str) -> str:
+    """The training rows one run's validation quarantined (each with the rules it broke)."""
+    return f"{quarantine_prefix(model, run_id)}/rows.parquet"
+
+
+def quarantine_reason_key(model: str, run_id: str) -> str:
+    """Why one run's validation quarantined rows."""
+    return f"{quarantine_prefix(model, run_id)}/reason.json"
+
+
+def score_quarantine_part_key(quarantine_prefix: str, index: int) -> str:
+    """The rows of input file `index` that a scoring run could not score, under the run's quarantine prefix."""
+    return f"{quarantine_prefix}/score/part-{index:05d}.parquet"
+
+
+def score_quarantine_reason_key(model: str, run_id: str) -> str:
+    """Why a scoring run quarantined rows (rules, counts, files)."""
+    return f"{quarantine_prefix(model, run_id)}/score/reason.json"
+
+
+# --- reports -------------------------------------------------------------------------------------
+
+
+def reports_prefix(model: str, run_id: str) -> str:
+    """One run's reports."""
+    return f"reports/{model}/{safe_segment(run_id)}"
+
+
 def gate_report_key(model: str, run_id: str, extension: str = "html") -> str:
     """One run's gate report, `html` or `json`."""
     return f"{reports_prefix(model, run_id)}/gate_report.{extension}"
+
+
+def drift_report_key(model: str, run_id: str, name: str, extension: str) -> str:
+    """One monitoring run's Evidently report `name` (`data_drift`, `prediction_drift`), `html` or `json`."""
+    return f"{reports_prefix(model, run_id)}/{name}.{extension}"
+
+
+def monitoring_summary_key(model: str, run_id: str) -> str:
+    """What one monitoring run checked and found (JSON)."""
+    return f"{reports_prefix(model, run_id)}/monitoring.json"
+
+
+# --- published predictions ---------------------------------------------------------------------
+
+PREDICTIONS = "predictions"
+SHADOW = "predictions_shadow"
+MANIFEST = "_manifest.json"
+
+
+def partition_prefix(area: str, model: str, ds: str) -> str:
+    """Where one day's published predictions live (`area`: PREDICTIONS or SHADOW)."""
+    return f"{area}/{model}/ds={ds}"
+
+
+def manifest_key(area: str, model: str, ds: str) -> str:
+    """The partition's manifest: readers trust only the files it names."""
+    return f"{partition_prefix(area, model, ds)}/{MANIFEST}"
+
+
+def generations_prefix(area: str, model: str, ds: str) -> str:
+    """Where every published generation's manifest is kept (create-only)."""
+    return f"{partition_prefix(area, model, ds)}/_manifests"
+
+
+def generation_key(area: str, model: str, ds: str, generation: int) -> str:
+    """The manifest of one generation of a partition."""
+    return f"{generations_prefix(area, model, ds)}/{generation:06d}.json"
+
+
+def staging_root(area: str, model: str, ds: str) -> str:
+    """The folder of every run's staging prefix of one partition."""
+    return f"{partition_prefix(area, model, ds)}/_runs"
+
+
+def staging_prefix(area: str, model: str, ds: str, token: str) -> str:
+    """Where one run writes its parts before publishing."""
+    return f"{staging_root(area, model, ds)}/{safe_segment(token)}"
+
+
+def part_key(area: str, model: str, ds: str, token: str, index: int) -> str:
+    """The staged part for the input file at `index` (inputs sorted by key)."""
+    return f"{staging_prefix(area, model, ds, token)}/part-{index:05d}.parquet"
+
+
+# --- monitoring decisions and the promotion history -----------------------------------------------
+
+
+def verdicts_prefix(model: str) -> str:
+    """Where the monitoring window verdicts of a model are."""
+    return f"monitoring/{model}/windows"
+
+
+def verdict_key(model: str, end: str) -> str:
+    """Where a window's verdict is recorded (a rerun of the same window replaces it)."""
+    return f"{verdicts_prefix(model)}/{end}.json"
+
+
+def triggers_prefix(model: str) -> str:
+    """Where the retraining triggers of a model are."""
+    return f"monitoring/{model}/triggers"
+
+
+def trigger_key(model: str, end: str) -> str:
+    """Where a retraining trigger is recorded (create-only: one per window end)."""
+    return f"{triggers_prefix(model)}/{end}.json"
+
+
+def promotion_history_prefix(model: str) -> str:
+    """Where a model's promotion history is (one create-only record per move of `champion`)."""
+    return f"registry/{model}/history"
+
+
+def promotion_record_key(model: str, sequence: int) -> str:
+    """The `sequence`-th record of a model's promotion history."""
+    return f"{promotion_history_prefix(model)}/{sequence:06d}.json"

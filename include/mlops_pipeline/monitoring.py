@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_pipeline.evaluation import compute_metrics
+from mlops_pipeline.layout import trigger_key, triggers_prefix, verdict_key, verdicts_prefix
 from mlops_pipeline.spec import DriftSpec, ModelSpec
 from mlops_pipeline.store import ObjectExistsError, ObjectStore, glob_keys
 
@@ -57,16 +58,6 @@ def window_days(end: date, days: int) -> list[date]:
     return [end - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
 
 
-def verdict_key(model: str, end: str) -> str:
-    """Where a window's verdict is recorded (a rerun of the same window replaces it)."""
-    return f"monitoring/{model}/windows/{end}.json"
-
-
-def trigger_key(model: str, end: str) -> str:
-    """Where a retraining trigger is recorded (create-only: one per window end)."""
-    return f"monitoring/{model}/triggers/{end}.json"
-
-
 def record_verdict(store: ObjectStore, model: str, verdict: WindowVerdict) -> None:
     """Store the verdict of one window."""
     store.write_bytes(verdict_key(model, verdict.end), json.dumps(asdict(verdict), indent=2).encode())
@@ -76,14 +67,14 @@ def verdicts(store: ObjectStore, model: str) -> list[WindowVerdict]:
     """Every recorded window verdict, oldest window first."""
     return [
         WindowVerdict(**json.loads(store.read_bytes(key)))
-        for key in store.list(f"monitoring/{model}/windows")
+        for key in store.list(verdicts_prefix(model))
         if key.endswith(".json")
     ]
 
 
 def trigger_days(store: ObjectStore, model: str) -> list[str]:
     """Window ends at which retraining was triggered, oldest first."""
-    return [key.rsplit("/", 1)[1].removesuffix(".json") for key in store.list(f"monitoring/{model}/triggers")]
+    return [key.rsplit("/", 1)[1].removesuffix(".json") for key in store.list(triggers_prefix(model))]
 
 
 def decide(history: list[WindowVerdict], triggers: list[str], drift: DriftSpec, end: str) -> Decision:
@@ -188,6 +179,115 @@ def below_floors(performance: dict[str, dict[str, float]], spec: ModelSpec) -> l
             if worse:
                 drops.append(f"v{version} {metric}={value:.3f} (floor {floor})")
     return drops
+
+
+@dataclass(frozen=True)
+class WindowCheck:
+    """What one monitoring window compares: the published predictions and the inputs they were
+    scored from, against the champion's training snapshot (rows scoring would have quarantined left out)."""
+
+    days: list[date]
+    days_used: list[str]
+    days_missing: list[str]
+    scored: pd.DataFrame  # the published predictions of the used days (with `ds`)
+    current: pd.DataFrame  # their input rows as model features
+    reference: pd.DataFrame  # the champion's training rows as model features
+    champion: Any  # the champion's ModelVersion
+    pipeline: Any  # the champion's fitted pipeline
+
+
+def check_window(spec: ModelSpec, store: ObjectStore, client: Any, end: date, window: int) -> WindowCheck:
+    """Gather the `window` days ending `end`; MonitoringUnavailable when there is nothing to compare."""
+    from mlops_pipeline.rules import check_rows
+    from mlops_pipeline.training import features_frame
+
+    days = window_days(end, window)
+    scored, current_raw, used, missing = _current_window(spec, store, days)
+    champion, reference_raw, pipeline = _reference(spec, store, client)
+    # Compare like with like: rows that scoring would have quarantined are not in the current data.
+    reference_raw = reference_raw[~check_rows(reference_raw, spec).quarantine]
+    return WindowCheck(
+        days=days,
+        days_used=used,
+        days_missing=missing,
+        scored=scored,
+        current=features_frame(current_raw, spec),
+        reference=features_frame(reference_raw, spec),
+        champion=champion,
+        pipeline=pipeline,
+    )
+
+
+def _read_frame(store: ObjectStore, key: str, fmt: str) -> Any:
+    import pandas as pd
+
+    data = io.BytesIO(store.read_bytes(key))
+    if fmt == "parquet":
+        return pd.read_parquet(data)
+    return pd.read_csv(data, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def _current_window(
+    spec: ModelSpec, store: ObjectStore, days: list[date]
+) -> tuple[Any, Any, list[str], list[str]]:
+    """Published predictions of the window and the inputs they were scored from (manifests only)."""
+    from mlops_pipeline.ingest import split_source_uri
+    from mlops_pipeline.layout import PREDICTIONS
+    from mlops_pipeline.predictions import read_manifest, read_partition
+
+    assert spec.scoring is not None
+    input_store, _ = split_source_uri(spec.scoring.input.uri, store)
+    predictions, inputs, used, missing = [], [], [], []
+    for day in days:
+        ds = day.isoformat()
+        manifest = read_manifest(store, PREDICTIONS, spec.name, ds)
+        table = read_partition(store, spec.name, ds) if manifest else None
+        if manifest is None or table is None:
+            missing.append(ds)
+            continue
+        predictions.append(table.to_pandas().assign(ds=ds))
+        for entry in manifest["files"]:
+            inputs.append(_read_frame(input_store, entry["input_key"], spec.scoring.input.format))
+        used.append(ds)
+    if not used:
+        raise MonitoringUnavailable(
+            f"cannot check {spec.name} for {days[0]}..{days[-1]}: no published predictions in the window "
+            "(score those days first); this is not drift"
+        )
+    scored = pd.concat(predictions, ignore_index=True)
+    features = pd.concat(inputs, ignore_index=True)
+    # Quarantined rows were never scored: compare exactly the rows that were.
+    features = features[features[spec.id_column].astype(str).isin(set(scored["id"]))]
+    return scored, features, used, missing
+
+
+def _reference(spec: ModelSpec, store: ObjectStore, client: Any) -> tuple[Any, Any, Any]:
+    """The champion's version, its training snapshot (found through its lineage tags), and its pipeline."""
+    import hashlib
+
+    from mlops_pipeline import registry
+
+    champion = registry.alias_version(client, spec.name, registry.CHAMPION)
+    if champion is None:
+        raise MonitoringUnavailable(
+            f"cannot check {spec.name}: it has no champion, so there is no reference; this is not drift"
+        )
+    data_uri, data_sha256 = champion.tags.get("data_uri"), champion.tags.get("data_sha256")
+    prefix = store.root_uri.rstrip("/") + "/"
+    if not data_uri or not data_sha256 or not data_uri.startswith(prefix):
+        raise MonitoringUnavailable(
+            f"cannot check {spec.name}: champion v{champion.version} has no training snapshot in {store.root_uri} "
+            f"(tags data_uri={data_uri!r}, data_sha256={data_sha256!r}); this is not drift"
+        )
+    from urllib.parse import unquote
+
+    data = store.read_bytes(unquote(data_uri[len(prefix) :]))
+    if hashlib.sha256(data).hexdigest() != data_sha256:
+        raise MonitoringUnavailable(
+            f"the reference snapshot {data_uri} does not match its sha256 {data_sha256}"
+        )
+    reference = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
+    return champion, reference, registry.load_version(client, champion)
 
 
 def summary(verdict: WindowVerdict, decision: Decision, extra: dict[str, Any]) -> dict[str, Any]:

@@ -28,12 +28,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlops_pipeline.layout import (
+    MANIFEST,
+    PREDICTIONS,
+    generation_key,
+    generations_prefix,
+    manifest_key,
+    partition_prefix,
+    staging_root,
+)
 from mlops_pipeline.scoring import PREDICTION, sha256_file
 from mlops_pipeline.store import ObjectExistsError, ObjectStore, safe_segment
 
-PREDICTIONS = "predictions"
-SHADOW = "predictions_shadow"
-MANIFEST = "_manifest.json"
 # Generations whose files are kept: the current one and the one before (a reader may be mid-read).
 KEPT_GENERATIONS = 2
 
@@ -54,21 +60,6 @@ class PartFile:
     input_sha256: str
 
 
-def partition_prefix(area: str, model: str, ds: str) -> str:
-    """Where one day's published predictions live."""
-    return f"{area}/{model}/ds={ds}"
-
-
-def staging_prefix(area: str, model: str, ds: str, token: str) -> str:
-    """Where one run writes its parts before publishing."""
-    return f"{partition_prefix(area, model, ds)}/_runs/{safe_segment(token)}"
-
-
-def part_key(area: str, model: str, ds: str, token: str, index: int) -> str:
-    """The staged part for the input file at `index` (inputs sorted by key)."""
-    return f"{staging_prefix(area, model, ds, token)}/part-{index:05d}.parquet"
-
-
 def upload_part(store: ObjectStore, local: Path, key: str, input_key: str, input_sha256: str) -> PartFile:
     """Upload one local part file to its staging key and describe it."""
     rows = pq.ParquetFile(local).metadata.num_rows
@@ -86,7 +77,7 @@ def read_manifest(store: ObjectStore, area: str, model: str, ds: str) -> dict[st
 
 
 def _generations(store: ObjectStore, area: str, model: str, ds: str) -> list[str]:
-    return [k for k in store.list(f"{partition_prefix(area, model, ds)}/_manifests") if k.endswith(".json")]
+    return [k for k in store.list(generations_prefix(area, model, ds)) if k.endswith(".json")]
 
 
 def _check_part(store: ObjectStore, part: PartFile, schema: pa.Schema) -> None:
@@ -151,7 +142,7 @@ def publish_partition(
     data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
     prefix = partition_prefix(area, model, ds)
     try:
-        store.create_only(f"{prefix}/_manifests/{generation:06d}.json", data)
+        store.create_only(generation_key(area, model, ds, generation), data)
     except ObjectExistsError as exc:
         raise PublishError(
             f"{prefix}: another run published generation {generation} at the same time"
@@ -171,11 +162,12 @@ def _point_readers_at(
     last look of the last writer leaves readers on the newest complete partition. A reader may see
     the older generation for a moment, never a mix of both.
     """
-    prefix = partition_prefix(area, model, ds)
-    store.write_bytes(f"{prefix}/{MANIFEST}", data)
+    store.write_bytes(manifest_key(area, model, ds), data)
     written = generation
     while (newest := _newest_generation(store, area, model, ds)) > written:
-        store.write_bytes(f"{prefix}/{MANIFEST}", store.read_bytes(f"{prefix}/_manifests/{newest:06d}.json"))
+        store.write_bytes(
+            manifest_key(area, model, ds), store.read_bytes(generation_key(area, model, ds, newest))
+        )
         written = newest
 
 
@@ -192,8 +184,7 @@ def clean_stale_parts(
     A run's parts share one folder `_runs/<token>/`, all named by its manifest or none, so whole
     folders are deleted. Returns how many objects were deleted.
     """
-    prefix = partition_prefix(area, model, ds)
-    runs = f"{prefix}/_runs/"
+    runs = f"{staging_root(area, model, ds)}/"
     manifests = [
         json.loads(store.read_bytes(key)) for key in _generations(store, area, model, ds)[-KEPT_GENERATIONS:]
     ]

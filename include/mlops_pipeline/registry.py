@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
+from mlops_pipeline import layout
 from mlops_pipeline.ingest import SnapshotManifest
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.store import ObjectExistsError, ObjectStore
@@ -50,6 +51,13 @@ def connect(tracking_uri: str) -> MlflowClient:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def configured_client() -> MlflowClient:
+    """A client of the configured tracking/registry server (MLFLOW_TRACKING_URI): how every task gets one."""
+    from mlops_pipeline.settings import get_settings
+
+    return connect(get_settings().mlflow_tracking_uri)
 
 
 def code_version(configured: str | None = None) -> str:
@@ -367,15 +375,11 @@ class PromotionRecord:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
 
 
-def _history_prefix(model: str) -> str:
-    return f"registry/{model}/history"
-
-
 def promotion_history(store: ObjectStore, model: str) -> list[PromotionRecord]:
     """Every recorded move of `champion`, oldest first."""
     return [
         PromotionRecord(**json.loads(store.read_bytes(key)))
-        for key in store.list(_history_prefix(model))
+        for key in store.list(layout.promotion_history_prefix(model))
         if key.endswith(".json")
     ]
 
@@ -384,7 +388,7 @@ def _append_history(store: ObjectStore, record: PromotionRecord) -> str:
     """Append with a create-only write: two writers cannot both take the same sequence number."""
     for _ in range(10):
         sequence = len(promotion_history(store, record.model)) + 1
-        key = f"{_history_prefix(record.model)}/{sequence:06d}.json"
+        key = layout.promotion_record_key(record.model, sequence)
         try:
             store.create_only(key, record.to_json())
         except ObjectExistsError:

@@ -33,10 +33,16 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mlops_pipeline.spec import FeatureSpec, ModelSpec, Policy
+from mlops_pipeline.rules import (
+    ArrowBatch,
+    arrow_path_applies,
+    check_arrow,
+    check_rows,
+    required_columns,
+)
+from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.training import features_frame
 
 _T = TypeVar("_T")
@@ -103,22 +109,6 @@ class ScoreStats:
         return cls(**data)
 
 
-@dataclass(frozen=True)
-class RowCheck:
-    """Which rows of a batch broke which rules, split by the rules' policies."""
-
-    quarantine: np.ndarray  # bool per row
-    reasons: dict[int, list[str]]  # row position -> quarantine rules it broke
-    quarantined_by_rule: dict[str, int]
-    warned_by_rule: dict[str, int]
-    failed_by_rule: dict[str, int]
-
-
-def required_columns(spec: ModelSpec) -> list[str]:
-    """The columns an input file must have: the id and every feature."""
-    return [spec.id_column, *spec.features]
-
-
 def check_columns(columns: list[str], spec: ModelSpec, source: str) -> None:
     """Refuse a file that lacks columns the model needs (policy: `validation.schema_policy`)."""
     if missing := [name for name in required_columns(spec) if name not in columns]:
@@ -127,207 +117,8 @@ def check_columns(columns: list[str], spec: ModelSpec, source: str) -> None:
         )
 
 
-def _numeric(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Parsed numbers (NaN where missing or not a finite number) and a mask of values that are
-    present but not finite numbers (text, ±inf: no model can score an infinity)."""
-    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
-        parsed = values.astype("float64")
-        unparseable = np.zeros(len(values), dtype=bool)
-    else:
-        parsed = pd.to_numeric(values, errors="coerce").astype("float64")
-        unparseable = (values.notna() & parsed.isna()).to_numpy()
-    infinite = np.isinf(parsed.to_numpy())
-    if infinite.any():
-        parsed = parsed.mask(infinite)
-        unparseable |= infinite
-    return parsed, unparseable
-
-
-def _number_rules(
-    broken: list[tuple[str, Policy, np.ndarray]],
-    name: str,
-    feature: FeatureSpec,
-    policy: Policy,
-    parsed: np.ndarray,
-    unparseable: np.ndarray,
-) -> np.ndarray:
-    """Append the type and range rules of one numeric feature to `broken`; return its nulls.
-
-    `parsed`: float64, NaN where missing or not a finite number; `unparseable`: present values that
-    are not finite numbers. Both ways of checking (pandas, Arrow) go through here.
-    """
-    missing = np.isnan(parsed)
-    broken.append((f"type:{name}", policy, unparseable))
-    if feature.type == "integer":
-        with np.errstate(invalid="ignore"):
-            broken.append((f"type:{name}", policy, ~missing & (np.mod(parsed, 1.0) != 0)))
-    out_of_range = np.zeros(len(parsed), dtype=bool)
-    if feature.min is not None:
-        out_of_range |= parsed < feature.min
-    if feature.max is not None:
-        out_of_range |= parsed > feature.max
-    broken.append((f"range:{name}", policy, out_of_range))
-    return missing & ~unparseable
-
-
-def check_rows(frame: pd.DataFrame, spec: ModelSpec) -> RowCheck:
-    """Check every row of a batch against the spec's feature schema, vectorised per column."""
-    default = spec.validation.default_policy
-    broken: list[tuple[str, Policy, np.ndarray]] = []
-    ids = frame[spec.id_column]
-    broken.append((f"not_null:{spec.id_column}", default, ids.isna().to_numpy()))
-    for name, feature in spec.features.items():
-        policy: Policy = feature.on_violation or default
-        values = frame[name]
-        if feature.type in ("number", "integer"):
-            parsed, unparseable = _numeric(values)
-            nulls = _number_rules(broken, name, feature, policy, parsed.to_numpy(), unparseable)
-        elif feature.type == "boolean":
-            text = values.astype("string").str.strip().str.lower()
-            nulls = values.isna().to_numpy()
-            broken.append(
-                (
-                    f"type:{name}",
-                    policy,
-                    (~nulls) & ~text.isin(["true", "false", "1", "0", "1.0", "0.0"]).to_numpy(),
-                )
-            )
-        else:
-            nulls = values.isna().to_numpy()
-            # As text, like `features_frame` and ingest: a category sent as a number (1) is "1".
-            allowed = values.astype(str).isin(list(feature.allowed or [])).to_numpy()
-            broken.append((f"allowed:{name}", policy, ~nulls & ~allowed))
-        if not feature.nullable:
-            broken.append((f"not_null:{name}", policy, nulls))
-    return _row_check(broken, len(frame))
-
-
-def _row_check(broken: list[tuple[str, Policy, np.ndarray]], rows: int) -> RowCheck:
-    """Rows that broke rules, from each rule's mask (in rule order: a row's reasons keep that order)."""
-    quarantine = np.zeros(rows, dtype=bool)
-    reasons: dict[int, list[str]] = {}
-    counts: dict[Policy, dict[str, int]] = {"quarantine": {}, "warn": {}, "fail": {}}
-    for rule, policy, mask in broken:
-        hits = int(np.count_nonzero(mask))
-        if not hits:
-            continue
-        counts[policy][rule] = counts[policy].get(rule, 0) + hits
-        if policy == "quarantine":
-            quarantine |= mask
-            for position in np.flatnonzero(mask).tolist():
-                reasons.setdefault(position, []).append(rule)
-    return RowCheck(quarantine, reasons, counts["quarantine"], counts["warn"], counts["fail"])
-
-
-# --- the Arrow path: plain-typed Parquet batches ----------------------------------------------------
-
-
-def _is_text(kind: pa.DataType) -> bool:
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
-
-
-def arrow_path_applies(schema: pa.Schema, spec: ModelSpec) -> bool:
-    """Whether batches of `schema` can be checked and featurised straight from Arrow.
-
-    Only where the pandas way's result is certain from the Arrow type alone: the id and the
-    categories as text, numeric features as integers or floats, and no pandas index stored in a
-    column (pandas would move that column out of the frame). Booleans, categoricals, numbers sent as
-    text and every other type take the pandas way.
-    """
-    index_columns = (schema.pandas_metadata or {}).get("index_columns", [])
-    if any(isinstance(column, str) for column in index_columns):
-        return False
-    for name in required_columns(spec):
-        if len(schema.get_all_field_indices(name)) != 1:
-            return False
-    if not _is_text(schema.field(spec.id_column).type):
-        return False
-    for name, feature in spec.features.items():
-        kind = schema.field(name).type
-        if feature.type in ("number", "integer"):
-            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-                return False
-        elif feature.type != "category" or not _is_text(kind):
-            return False
-    return True
-
-
-@dataclass(frozen=True)
-class _Categories:
-    """A text column as codes into its distinct values (read dictionary-encoded from Parquet)."""
-
-    codes: np.ndarray  # per row: position in `values`; nulls point at the last position
-    values: np.ndarray  # the distinct values as Python str objects, then NaN (what `features_frame` gives)
-    missing: np.ndarray  # per distinct value (and the null position): whether it is null
-
-    @classmethod
-    def of(cls, column: pa.Array) -> _Categories:
-        encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
-        distinct = encoded.dictionary.to_pylist()
-        codes = pc.fill_null(encoded.indices.cast(pa.int64()), len(distinct)).to_numpy()
-        missing = np.array([value is None for value in distinct] + [True])
-        values = np.array([*distinct, np.nan], dtype=object)
-        values[missing] = np.nan
-        return cls(codes, values, missing)
-
-    def nulls(self) -> np.ndarray:
-        """Per row: whether the value is null."""
-        return self.missing[self.codes]
-
-    def allowed(self, allowed: list[str]) -> np.ndarray:
-        """Per row: whether the value is one of `allowed` (False for nulls)."""
-        accepted = set(allowed)
-        return np.array([value in accepted for value in self.values[:-1].tolist()] + [False])[self.codes]
-
-
-@dataclass(frozen=True)
-class _ArrowBatch:
-    """One batch checked on the Arrow path: its row check and the typed feature values of all rows."""
-
-    check: RowCheck
-    numbers: dict[str, np.ndarray]  # numeric feature -> float64, NaN for nulls
-    categories: dict[str, _Categories]
-
-
-def _check_arrow(batch: pa.RecordBatch, spec: ModelSpec) -> _ArrowBatch:
-    """`check_rows` for a batch that `arrow_path_applies` to: the same rules, masks and order.
-
-    Numbers: the pandas way's parsed value is the column as float64, and only ±inf is not a
-    finite number. Categories: null is an Arrow null, and a present
-    value is allowed when it is one of the spec's strings (checked once per distinct value).
-    """
-    default = spec.validation.default_policy
-    broken: list[tuple[str, Policy, np.ndarray]] = []
-    broken.append((f"not_null:{spec.id_column}", default, _nulls(batch.column(spec.id_column))))
-    numbers: dict[str, np.ndarray] = {}
-    categories: dict[str, _Categories] = {}
-    for name, feature in spec.features.items():
-        policy: Policy = feature.on_violation or default
-        column = batch.column(name)
-        if feature.type in ("number", "integer"):
-            parsed = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
-            infinite = np.isinf(parsed)
-            if infinite.any():  # not a finite number, as the pandas way says
-                parsed = np.where(infinite, np.nan, parsed)
-            nulls = _number_rules(broken, name, feature, policy, parsed, infinite)
-            numbers[name] = parsed
-        else:
-            text = categories[name] = _Categories.of(column)
-            nulls = text.nulls()
-            broken.append((f"allowed:{name}", policy, ~nulls & ~text.allowed(list(feature.allowed or []))))
-        if not feature.nullable:
-            broken.append((f"not_null:{name}", policy, nulls))
-    return _ArrowBatch(_row_check(broken, batch.num_rows), numbers, categories)
-
-
-def _nulls(column: pa.Array) -> np.ndarray:
-    if not column.null_count:
-        return np.zeros(len(column), dtype=bool)
-    return column.is_null().to_numpy(zero_copy_only=False)
-
-
 def _arrow_features(
-    checked: _ArrowBatch, spec: ModelSpec, keep: np.ndarray | None
+    checked: ArrowBatch, spec: ModelSpec, keep: np.ndarray | None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """The kept rows' features (equal to `features_frame` of them read through pandas) and nulls per feature."""
     columns: dict[str, Any] = {}
@@ -371,11 +162,11 @@ class _Batch:
         self.arrow: pa.RecordBatch | None = None
         self._file_schema = file_schema
         self._frame: pd.DataFrame | None = None
-        self._checked: _ArrowBatch | None = None
+        self._checked: ArrowBatch | None = None
         if isinstance(data, pa.RecordBatch):
             self.arrow = data
             self.rows = data.num_rows
-            self._checked = _check_arrow(data, spec)
+            self._checked = check_arrow(data, spec)
             self.check = self._checked.check
         else:
             self._frame = data

@@ -1,11 +1,30 @@
-"""Infrastructure settings, read from the environment once per process and never at import time."""
+"""Every environment variable the package reads, in one place, read lazily and never at import time.
+
+Four small classes, because their readers differ in what they may require and how often they read:
+
+* :class:`Settings`: what a task needs (store, MLflow); the two required variables fail loudly by
+  name. Read once per process (:func:`get_settings`).
+* :class:`ParseSettings`: what parsing the DAG files needs (where the specs are). Nothing is
+  required, so a scheduler without the tasks' settings still parses.
+* :class:`S3Settings`: endpoint and region for S3 clients opened without an Airflow connection
+  (the `mlops example-data` command, benchmarks, the native stack).
+* :class:`DemoSettings`: what a person sets for `mlops demo` / `mlops stack`, from the environment
+  and the project's `.env` file.
+
+Fault injection (:func:`fault_point`) is read on every call: tests switch it on and off within one
+process. Every variable is documented in `.env.example` except that test-only one.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FAULT_POINT_VAR = "MLOPS_FAULT_POINT"
+WORKER_NAME_VAR = "MLOPS_WORKER_NAME"
 
 
 class Settings(BaseSettings):
@@ -49,3 +68,81 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Return the process's settings; a missing required variable raises, naming it."""
     return Settings()  # type: ignore[call-arg]  # values come from the environment
+
+
+class ParseSettings(BaseSettings):
+    """What parsing the DAG files reads: nothing in it is required."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore", env_ignore_empty=True)
+
+    models_dir: Path | None = Field(
+        default=None, description="Folder of the model specs; unset: include/models of the checkout."
+    )
+
+
+class AlertSettings(BaseSettings):
+    """Where alerts go and where people look; read when an alert is sent or a link is served."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore", env_ignore_empty=True)
+
+    alert_webhook_url: str | None = Field(
+        default=None, description="Alerts are POSTed here as JSON when set; else they are logged."
+    )
+    mlflow_ui_url: str | None = Field(
+        default=None, description="The MLflow UI people open; unset: MLFLOW_TRACKING_URI when it is http(s)."
+    )
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+
+    def mlflow_ui(self) -> str | None:
+        """The MLflow UI's address, or None when neither setting is an http(s) URL."""
+        url = self.mlflow_ui_url or self.mlflow_tracking_uri or ""
+        return url.rstrip("/") if url.startswith(("http://", "https://")) else None
+
+
+class S3Settings(BaseSettings):
+    """Endpoint and region of S3 clients opened from the environment (no Airflow connection)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    endpoint_url: str | None = Field(default=None, validation_alias="MLOPS_S3_ENDPOINT_URL")
+    region: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_DEFAULT_REGION", "AWS_REGION")
+    )
+
+
+class FaultSettings(BaseSettings):
+    """Fault injection for the reliability tests (never set in production)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    fault_point: str | None = Field(default=None, validation_alias=FAULT_POINT_VAR)
+
+
+def fault_point_requested() -> str | None:
+    """The fault point the environment asks for now (read on every call)."""
+    return FaultSettings().fault_point
+
+
+class WorkerSettings(BaseSettings):
+    """The Celery worker's name in the native stack (see `devtools.native_stack.worker_hostname`)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    worker_name: str | None = Field(default=None, validation_alias=WORKER_NAME_VAR)
+
+
+class DemoSettings(BaseSettings):
+    """What a person sets for `mlops demo` and `mlops stack`: the environment first, then `.env`.
+
+    Empty values count as unset (`.env.example` lists every name with an empty value).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True, env_file_encoding="utf-8")
+
+    airflow_port: int = Field(default=8080, ge=1, le=65535, validation_alias="AIRFLOW_PORT")
+    mlflow_port: int = Field(default=5000, ge=1, le=65535, validation_alias="MLFLOW_PORT")
+    airflow_admin_password: str | None = Field(default=None, validation_alias="AIRFLOW_ADMIN_PASSWORD")
+    airflow_viewer_password: str | None = Field(default=None, validation_alias="AIRFLOW_VIEWER_PASSWORD")
+    # Passed through to the tasks when set.
+    mlops_code_version: str | None = Field(default=None, validation_alias="MLOPS_CODE_VERSION")
+    mlops_models_dir: str | None = Field(default=None, validation_alias="MLOPS_MODELS_DIR")

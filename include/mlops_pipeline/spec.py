@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,6 +367,8 @@ def load_specs(folder: Path) -> SpecCatalog:
 
 def default_models_dir() -> Path:
     """The spec folder: MLOPS_MODELS_DIR if set, else include/models of this checkout."""
-    if configured := os.environ.get("MLOPS_MODELS_DIR"):
-        return Path(configured)
+    from mlops_pipeline.settings import ParseSettings
+
+    if configured := ParseSettings().models_dir:
+        return configured
     return Path(__file__).resolve().parents[1] / "models"

@@ -2,9 +2,9 @@
 
 Keys are `/`-separated paths relative to the root. Writes of whole objects are atomic on both
 backends (a temp file renamed into place; S3 PUTs are atomic), and `create_only` never overwrites,
-so a reader never sees a half-written object. We keep our own ~150 lines instead of fsspec because
-Airflow's `ObjectStoragePath("s3://")` needs s3fs, which pins boto3 to an older release line, and
-because create-only writes (`IfNoneMatch`) are not exposed by fsspec.
+so a reader never sees a half-written object. We keep this small module instead of fsspec because
+Airflow's `ObjectStoragePath("s3://")` needs s3fs, which pins botocore (through aiobotocore) to an
+older release line than the locked boto3; fsspec's local create-only write is not atomic either.
 """
 
 from __future__ import annotations
@@ -65,6 +65,14 @@ class ObjectStore(Protocol):
         """Copy `key` to a local file."""
         ...
 
+    def open_uri(self, uri: str) -> ObjectStore:
+        """The store rooted at `uri`, opened with this store's S3 credentials and endpoint (if any).
+
+        Source, input and label patterns may point outside the store's root; they are opened
+        through this, so they get the same credentials as the store itself.
+        """
+        ...
+
 
 def _clean_key(key: str) -> str:
     key = key.strip("/")
@@ -96,6 +104,10 @@ class LocalStore:
     def uri(self, key: str) -> str:
         """The absolute `file://` URI of `key`."""
         return self._path(key).as_uri()
+
+    def open_uri(self, uri: str) -> ObjectStore:
+        """The store rooted at `uri`; an `s3://` one gets its credentials from the environment."""
+        return open_store(uri)
 
     def exists(self, key: str) -> bool:
         """Whether a file exists at `key`."""
@@ -199,6 +211,12 @@ class S3Store:
         """The absolute `s3://` URI of `key`."""
         return f"s3://{self.bucket}/{self._key(key)}"
 
+    def open_uri(self, uri: str) -> ObjectStore:
+        """The store rooted at `uri`; an `s3://` one uses this store's client settings (credentials, endpoint)."""
+        if uri.rstrip("/") == self.root_uri:
+            return self
+        return open_store(uri, self.client_kwargs)
+
     def exists(self, key: str) -> bool:
         """Whether the object exists (HEAD)."""
         from botocore.exceptions import ClientError
@@ -285,12 +303,15 @@ class S3Store:
 
 def s3_client_kwargs_from_env(endpoint_url: str | None = None) -> dict[str, Any]:
     """boto3 client settings: the given or configured endpoint; credentials from the standard AWS chain."""
-    endpoint = endpoint_url or os.environ.get("MLOPS_S3_ENDPOINT_URL")
+    from mlops_pipeline.settings import S3Settings
+
+    configured = S3Settings()
+    endpoint = endpoint_url or configured.endpoint_url
     kwargs: dict[str, Any] = {}
     if endpoint:
         kwargs["endpoint_url"] = endpoint
-    if region := os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION"):
-        kwargs["region_name"] = region
+    if configured.region:
+        kwargs["region_name"] = configured.region
     return kwargs
 
 

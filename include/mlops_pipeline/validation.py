@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_pipeline.layout import data_docs_key, quarantine_prefix, validation_prefix
+from mlops_pipeline import layout
 from mlops_pipeline.spec import ModelSpec, Policy
 from mlops_pipeline.store import ObjectStore
 from mlops_pipeline.training import NUMERIC_FEATURE_TYPES, features_frame
@@ -327,8 +327,9 @@ def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str, run_name:
 
 def render_data_docs(gx_result: Any) -> str:
     """GX's own Data Docs page for one validation result (the page its site builder would write)."""
-    from great_expectations.render.renderer import ValidationResultsPageRenderer
-    from great_expectations.render.view import DefaultJinjaPageView
+    # GX exports these without `__all__`, and its render() is untyped: public API all the same.
+    from great_expectations.render.renderer import ValidationResultsPageRenderer  # type: ignore[attr-defined]
+    from great_expectations.render.view import DefaultJinjaPageView  # type: ignore[attr-defined]
 
     # GX's renderer refuses numpy scalars as observed values (num_to_str): hand it Python numbers.
     for item in gx_result.results:
@@ -336,7 +337,8 @@ def render_data_docs(gx_result: Any) -> str:
         if isinstance(observed, np.generic):
             item.result["observed_value"] = observed.item()
 
-    return str(DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(gx_result)))
+    page = ValidationResultsPageRenderer().render(gx_result)
+    return str(DefaultJinjaPageView().render(page))  # type: ignore[no-untyped-call]
 
 
 def _rule_results(rules: list[Rule], gx_result: Any) -> Iterator[tuple[Rule, RuleResult, list[int]]]:
@@ -453,12 +455,10 @@ def publish_validation(
     outcome: ValidationOutcome, store: ObjectStore, model: str, run_id: str
 ) -> ValidationArtifacts:
     """Write the GX result, the summary, the Data Docs page and (if any) the quarantined rows."""
-    prefix = validation_prefix(model, run_id)
     summary = outcome.summary()
     quarantine_uri = None
     if outcome.quarantined_count:
-        qprefix = quarantine_prefix(model, run_id)
-        store.write_bytes(f"{qprefix}/rows.parquet", _parquet_bytes(outcome.quarantined))
+        store.write_bytes(layout.quarantine_rows_key(model, run_id), _parquet_bytes(outcome.quarantined))
         reason = {
             "model": model,
             "run_id": run_id,
@@ -468,19 +468,19 @@ def publish_validation(
             "rules": {
                 r.name: r.unexpected_count for r in outcome.rules if r.violated and r.policy == "quarantine"
             },
-            "validation_result": store.uri(f"{prefix}/result.json"),
+            "validation_result": store.uri(layout.validation_result_key(model, run_id)),
             "explanation": f"each row's `{REASONS_COLUMN}` column names the rules it broke",
         }
-        store.write_bytes(f"{qprefix}/reason.json", _json_bytes(reason))
-        quarantine_uri = store.uri(f"{qprefix}/rows.parquet")
+        store.write_bytes(layout.quarantine_reason_key(model, run_id), _json_bytes(reason))
+        quarantine_uri = store.uri(layout.quarantine_rows_key(model, run_id))
         summary["quarantine_uri"] = quarantine_uri
-    store.write_bytes(f"{prefix}/result.json", _json_bytes(outcome.gx_result))
-    store.write_bytes(data_docs_key(model, run_id), outcome.data_docs_html.encode())
-    store.write_bytes(f"{prefix}/summary.json", _json_bytes(summary))
+    store.write_bytes(layout.validation_result_key(model, run_id), _json_bytes(outcome.gx_result))
+    store.write_bytes(layout.data_docs_key(model, run_id), outcome.data_docs_html.encode())
+    store.write_bytes(layout.validation_summary_key(model, run_id), _json_bytes(summary))
     return ValidationArtifacts(
-        result_uri=store.uri(f"{prefix}/result.json"),
-        summary_uri=store.uri(f"{prefix}/summary.json"),
-        data_docs_uri=store.uri(data_docs_key(model, run_id)),
+        result_uri=store.uri(layout.validation_result_key(model, run_id)),
+        summary_uri=store.uri(layout.validation_summary_key(model, run_id)),
+        data_docs_uri=store.uri(layout.data_docs_key(model, run_id)),
         quarantine_uri=quarantine_uri,
         quarantined_count=outcome.quarantined_count,
     )

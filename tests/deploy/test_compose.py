@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops_pipeline.envfile import SECRETS, render_env
+from mlops_pipeline.devtools.envfile import SECRETS, render_env
 from mlops_pipeline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_pipeline import localstack
-from mlops_pipeline.example_data import write_example_data
+from mlops_pipeline.devtools import embedded_stack, processes
+from mlops_pipeline.devtools.example_data import write_example_data
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.store import LocalStore
 
@@ -35,15 +35,15 @@ def mlflow_server(mlflow_stack_dir: Path) -> Iterator[str]:
 
     One per module: each scenario starts from an empty registry (version numbers, the champion).
     """
-    layout = localstack.StackLayout(mlflow_stack_dir)
-    port = localstack.find_free_port()
-    env = localstack.build_env(store_uri="file:///unused", tracking_uri=f"http://127.0.0.1:{port}")
-    record = localstack.start_mlflow(layout, port=port, env=env)
+    layout = embedded_stack.StackLayout(mlflow_stack_dir)
+    port = processes.find_free_port()
+    env = embedded_stack.build_env(store_uri="file:///unused", tracking_uri=f"http://127.0.0.1:{port}")
+    record = embedded_stack.start_mlflow(layout, port=port, env=env)
     try:
-        localstack.wait_for_mlflow(record)
+        embedded_stack.wait_for_mlflow(record)
         yield record.details["url"]
     finally:
-        localstack.stop_all(layout.state_dir)
+        processes.stop_all(layout.state_dir)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,15 @@ from dag_runs import REPO, run_dag
 from mlflow import MlflowClient
 
 from mlops_pipeline import monitoring, steps
-from mlops_pipeline.example_data import write_example_data
+from mlops_pipeline.devtools.example_data import write_example_data
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import load_spec
+from mlops_pipeline.steps import score as score_steps
 from mlops_pipeline.store import LocalStore, safe_segment
 
 pytestmark = pytest.mark.slow
 SCORED_DAYS = [date(2026, 3, d) for d in (5, 6, 7)] + [date(2026, 4, d) for d in range(1, 6)]
-# The columns the example data's drift episode moves (see mlops_pipeline.example_data).
+# The columns the example data's drift episode moves (see mlops_pipeline.devtools.example_data).
 DRIFTING = {"monthly_charges", "region", "plan"}
 
 
@@ -54,9 +55,9 @@ def scored(store, client) -> str:
     champion = client.get_model_version_by_alias("churn", "champion").version
     for day in SCORED_DAYS:
         info = steps.RunInfo("churn__score", f"setup__{day}", "test", f"{day}T00:00:00+00:00")
-        plan = steps.score_plan(spec, store, day, None, False, info)
-        results = [steps.score_input(spec, store, plan, item, info) for item in plan["inputs"]]
-        steps.score_publish(spec, store, plan, results, info)
+        plan = score_steps.plan(spec, store, day, None, False, info)
+        results = [score_steps.score(spec, store, plan, item, info) for item in plan["inputs"]]
+        score_steps.publish(spec, store, plan, results, info)
     return champion
 
 

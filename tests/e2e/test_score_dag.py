@@ -18,10 +18,13 @@ from dag_runs import run_dag
 from mlflow import MlflowClient
 
 from mlops_pipeline import steps
-from mlops_pipeline.example_data import scoring_keys, write_example_data
-from mlops_pipeline.predictions import PREDICTIONS, SHADOW, read_manifest, read_partition
+from mlops_pipeline.devtools.example_data import scoring_keys, write_example_data
+from mlops_pipeline.layout import PREDICTIONS, SHADOW
+from mlops_pipeline.predictions import read_manifest, read_partition
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import load_spec
+from mlops_pipeline.steps import score as score_steps
+from mlops_pipeline.steps import train as train_steps
 from mlops_pipeline.store import LocalStore, ObjectStore, S3Store
 
 pytestmark = pytest.mark.slow
@@ -146,7 +149,7 @@ def test_a_champion_that_does_not_fit_an_edited_spec_is_refused(store, champion)
     data["features"].pop("age")  # the spec was edited after the champion was trained
     info = steps.RunInfo("churn__score", "manual__edited_spec", "test", "2026-03-07T00:00:00+00:00")
     with pytest.raises(steps.StepRejected, match=r"the model needs \['age'\], which the spec lacks"):
-        steps.score_plan(ModelSpec.model_validate(data), store, date(2026, 3, 7), None, False, info)
+        score_steps.plan(ModelSpec.model_validate(data), store, date(2026, 3, 7), None, False, info)
     assert store.list("predictions/churn/ds=2026-03-07") == []
 
 
@@ -187,12 +190,12 @@ def test_shadow_scoring_writes_the_challengers_predictions_and_agreement(store, 
     run_info = steps.RunInfo(
         "test", f"challenger-{uuid.uuid4().hex[:6]}", "test", "2026-03-08T00:00:00+00:00"
     )
-    manifest = steps.ingest(spec, store, datetime(2026, 3, 8).date(), 7)
-    validated = steps.validate(spec, store, manifest, run_info)
-    candidate = steps.train(spec, store, manifest, validated, run_info)
-    challenger = steps.register(spec, manifest, candidate, {"report_json_uri": "not evaluated"}, run_info)[
-        "version"
-    ]
+    manifest = train_steps.ingest(spec, store, datetime(2026, 3, 8).date(), 7)
+    validated = train_steps.validate(spec, store, manifest, run_info)
+    candidate = train_steps.train(spec, store, manifest, validated, run_info)
+    challenger = train_steps.register(
+        spec, manifest, candidate, {"report_json_uri": "not evaluated"}, run_info
+    )["version"]
     assert challenger != client.get_model_version_by_alias("churn", "champion").version
 
     run = run_dag("churn__score", {"ds": "2026-03-03", "shadow": True})

@@ -1,6 +1,6 @@
 """System test: the production-like stack, run natively, through the whole life of the churn model.
 
-What docker-compose.yaml runs, as local processes (`mlops_pipeline.localstack.start_native_stack`,
+What docker-compose.yaml runs, as local processes (`mlops_pipeline.native_stack.start_native_stack`,
 the same stack as `make stack`): Airflow's api-server, scheduler, dag-processor and triggerer with
 the CeleryExecutor (broker: Redis; metadata and Celery results: PostgreSQL), two Celery workers,
 an MLflow server on PostgreSQL with its artifacts in S3, and moto's S3 server holding the object
@@ -28,9 +28,9 @@ from urllib.parse import quote, urlparse
 import pytest
 from mlflow import MlflowClient
 
-from mlops_pipeline import localstack
-from mlops_pipeline.airflow_client import AirflowClient, AirflowNotFoundError, DagRun
-from mlops_pipeline.example_data import write_example_data
+from mlops_pipeline.devtools import embedded_stack, native_stack, processes
+from mlops_pipeline.devtools.airflow_client import AirflowClient, AirflowNotFoundError, DagRun
+from mlops_pipeline.devtools.example_data import write_example_data
 from mlops_pipeline.predictions import read_manifest
 from mlops_pipeline.registry import promotion_history
 from mlops_pipeline.store import ObjectStore, open_store
@@ -50,7 +50,7 @@ ROWS_PER_DAY = 800
 class Stack:
     """The running native stack and how to reach it."""
 
-    native: localstack.NativeStack
+    native: native_stack.NativeStack
     passwords: dict[str, str]
     store: ObjectStore
 
@@ -73,11 +73,11 @@ def wait_for_parsed(client: AirflowClient, dag_id: str, timeout: float) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The native stack with two workers and the example data in its S3 store; all of it stopped
     by PID and its databases dropped afterwards, also when starting fails."""
-    layout = localstack.StackLayout(tmp_path_factory.mktemp("native-stack"))
-    passwords = {"admin": localstack.generate_password(), "viewer": localstack.generate_password()}
+    layout = embedded_stack.StackLayout(tmp_path_factory.mktemp("native-stack"))
+    passwords = {"admin": processes.generate_password(), "viewer": processes.generate_password()}
     resources = None
     try:
-        native = localstack.start_native_stack(
+        native = native_stack.start_native_stack(
             layout,
             dags_folder=REPO / "dags",
             plugins_folder=REPO / "plugins",
@@ -87,7 +87,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             cache_dir=REPO / ".cache" / "pycache",
             timeout=300,
         )
-        resources = localstack.read_native_resources(layout)
+        resources = native_stack.read_native_resources(layout)
         store = open_store(native.store_uri, native.s3_client_kwargs())
         write_example_data(store)
         with AirflowClient(native.airflow_url) as client:
@@ -96,12 +96,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 wait_for_parsed(client, dag_id, timeout=180)
         yield Stack(native=native, passwords=passwords, store=store)
     finally:
-        localstack.stop_native_stack(layout, timeout=15)
+        native_stack.stop_native_stack(layout, timeout=15)
     # Nothing is left behind: no recorded process alive, no database, no resource record.
     assert not list(layout.state_dir.glob("*.pid"))
-    assert localstack.read_native_resources(layout) is None
+    assert native_stack.read_native_resources(layout) is None
     if resources is not None:
-        left = set(localstack.list_databases(resources.postgres_uri, "mlops_"))
+        left = set(native_stack.list_databases(resources.postgres_uri, "mlops_"))
         assert not left & set(resources.databases)
 
 
@@ -259,7 +259,7 @@ def test_the_services_keep_their_state_in_postgres_redis_and_s3(stack: Stack) ->
         assert cursor.fetchone()[0] == 2
     # The broker is the stack's own Redis database, holding our claim.
     broker = redis.Redis.from_url(settings["AIRFLOW__CELERY__BROKER_URL"])
-    assert broker.exists("mlops-localstack:claimed-by")
+    assert broker.exists("mlops-native-stack:claimed-by")
     # MLflow's artifacts went to their S3 bucket through the server.
     s3 = boto3.client("s3", **stack.native.s3_client_kwargs())
     destination = urlparse(settings["MLFLOW_ARTIFACTS_DESTINATION"])

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
-from mlops_pipeline import localstack
-from mlops_pipeline.airflow_client import AirflowApiError, AirflowClient, AirflowNotFoundError
-from mlops_pipeline.example_data import write_example_data
+from mlops_pipeline.devtools import embedded_stack, processes
+from mlops_pipeline.devtools.airflow_client import AirflowApiError, AirflowClient, AirflowNotFoundError
+from mlops_pipeline.devtools.example_data import write_example_data
 from mlops_pipeline.store import LocalStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(480)]
@@ -46,16 +46,16 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Airflow's components and MLflow on free ports, every process stopped by PID afterwards."""
-    layout = localstack.StackLayout(tmp_path_factory.mktemp("system-stack"))
+    layout = embedded_stack.StackLayout(tmp_path_factory.mktemp("system-stack"))
     store = LocalStore(layout.store_dir)
     write_example_data(store)
     ports: list[int] = []
     for _ in range(4):
-        ports.append(localstack.find_free_port(exclude=ports))
+        ports.append(processes.find_free_port(exclude=ports))
     mlflow_port, api_port, worker_log_port, trigger_log_port = ports
-    passwords = {"admin": localstack.generate_password(), "viewer": localstack.generate_password()}
-    localstack.write_passwords_file(layout.passwords_file, passwords)
-    settings = localstack.AirflowSettings(
+    passwords = {"admin": processes.generate_password(), "viewer": processes.generate_password()}
+    processes.write_passwords_file(layout.passwords_file, passwords)
+    settings = embedded_stack.AirflowSettings(
         home=layout.airflow_home,
         api_port=api_port,
         dags_folder=REPO / "dags",
@@ -64,18 +64,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         worker_log_server_port=worker_log_port,
         trigger_log_server_port=trigger_log_port,
     )
-    mlflow_url = f"http://{localstack.LOCALHOST}:{mlflow_port}"
+    mlflow_url = f"http://{processes.LOCALHOST}:{mlflow_port}"
     cache_dir = REPO / ".cache" / "pycache"
     # build_env drops the AIRFLOW__* settings tests/conftest.py exported for in-process tests.
-    mlflow_env = localstack.build_env(store_uri=store.root_uri, tracking_uri=mlflow_url, cache_dir=cache_dir)
-    airflow_env = localstack.build_env(
+    mlflow_env = embedded_stack.build_env(
+        store_uri=store.root_uri, tracking_uri=mlflow_url, cache_dir=cache_dir
+    )
+    airflow_env = embedded_stack.build_env(
         store_uri=store.root_uri, tracking_uri=mlflow_url, airflow=settings, cache_dir=cache_dir
     )
     try:
-        mlflow = localstack.start_mlflow(layout, port=mlflow_port, env=mlflow_env)
-        components = localstack.start_airflow_components(layout, settings, airflow_env)  # migrates first
-        localstack.wait_for_mlflow(mlflow, timeout=120)
-        localstack.wait_for_airflow(
+        mlflow = embedded_stack.start_mlflow(layout, port=mlflow_port, env=mlflow_env)
+        components = embedded_stack.start_airflow_components(layout, settings, airflow_env)  # migrates first
+        embedded_stack.wait_for_mlflow(mlflow, timeout=120)
+        embedded_stack.wait_for_airflow(
             settings.base_url,
             timeout=180,
             records=components,
@@ -86,7 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             wait_for_parsed(client, DAG_ID, timeout=120)
         yield Stack(airflow_url=settings.base_url, mlflow_url=mlflow_url, passwords=passwords, store=store)
     finally:
-        localstack.stop_all(layout.state_dir, timeout=15, order=STOP_ORDER)
+        processes.stop_all(layout.state_dir, timeout=15, order=STOP_ORDER)
 
 
 def wait_for_parsed(client: AirflowClient, dag_id: str, timeout: float) -> None:
@@ -196,6 +198,7 @@ def test_monitoring_triggers_retraining_and_the_new_champion_rescores(
     from mlops_pipeline.predictions import read_manifest
     from mlops_pipeline.settings import get_settings
     from mlops_pipeline.spec import load_spec
+    from mlops_pipeline.steps import score as score_steps
 
     registry = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
     if not registry.search_model_versions("name='churn'"):
@@ -213,9 +216,9 @@ def test_monitoring_triggers_retraining_and_the_new_champion_rescores(
             info = steps.RunInfo(
                 "churn__score", f"backfill__2026-04-0{day}", "test", f"2026-04-0{day}T00:00:00+00:00"
             )
-            plan = steps.score_plan(spec, stack.store, date(2026, 4, day), None, False, info)
-            results = [steps.score_input(spec, stack.store, plan, item, info) for item in plan["inputs"]]
-            steps.score_publish(spec, stack.store, plan, results, info)
+            plan = score_steps.plan(spec, stack.store, date(2026, 4, day), None, False, info)
+            results = [score_steps.score(spec, stack.store, plan, item, info) for item in plan["inputs"]]
+            score_steps.publish(spec, stack.store, plan, results, info)
     finally:
         get_settings.cache_clear()
 

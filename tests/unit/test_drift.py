@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mlops_pipeline import example_data as ex
+from mlops_pipeline.devtools import example_data as ex
 from mlops_pipeline.drift import (
     DriftReport,
     _categorical_sketch,

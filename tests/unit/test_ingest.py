@@ -16,12 +16,11 @@ from mlops_pipeline.ingest import (
     SnapshotManifest,
     canonical_bytes,
     ingest_window,
-    manifest_key,
     read_snapshot,
     read_window,
-    snapshot_prefix,
     window_dates,
 )
+from mlops_pipeline.layout import snapshot_manifest_key, snapshot_prefix
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.store import LocalStore, ObjectStore
 
@@ -139,7 +138,7 @@ def test_ingest_writes_a_content_addressed_snapshot_and_manifest(
     assert len(manifest.source_files) == 3
     assert manifest.missing_days == ["2026-03-04"]
 
-    stored = json.loads(landed.read_bytes(manifest_key("demo", AS_OF, manifest.sha256)))
+    stored = json.loads(landed.read_bytes(snapshot_manifest_key("demo", AS_OF, manifest.sha256)))
     assert stored["sha256"] == manifest.sha256
     assert stored["rows"] == 5
     assert SnapshotManifest.from_json(manifest.to_json()) == manifest

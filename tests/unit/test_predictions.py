@@ -19,20 +19,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mlops_pipeline.layout import MANIFEST, PREDICTIONS, SHADOW, part_key, partition_prefix, staging_prefix
 from mlops_pipeline.predictions import (
-    MANIFEST,
-    PREDICTIONS,
-    SHADOW,
     PartFile,
     PublishError,
     clean_stale_parts,
-    part_key,
-    partition_prefix,
     publish_partition,
     published_days,
     read_manifest,
     read_partition,
-    staging_prefix,
     upload_part,
 )
 from mlops_pipeline.scoring import Predictions, RunStamp, output_schema, prediction_table

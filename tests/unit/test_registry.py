@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlops_pipeline import registry
-from mlops_pipeline.example_data import diabetes_frame
+from mlops_pipeline.devtools.example_data import diabetes_frame
 from mlops_pipeline.ingest import SnapshotManifest
 from mlops_pipeline.spec import ModelSpec, load_spec
 from mlops_pipeline.store import LocalStore

@@ -25,14 +25,14 @@ import pyarrow.parquet as pq
 import pytest
 from threadpoolctl import threadpool_limits
 
-from mlops_pipeline import example_data as ex
+from mlops_pipeline.devtools import example_data as ex
+from mlops_pipeline.rules import arrow_path_applies
 from mlops_pipeline.scoring import (
     REASONS_COLUMN,
     FileResult,
     RunStamp,
     ScoreStats,
     ScoringRejected,
-    check_rows,
     iter_batches,
     model_classes,
     output_schema,
@@ -158,7 +158,11 @@ def test_a_clean_file_is_scored_in_full_with_the_output_schema(
     classes = model_classes(pipeline, spec)
     table = pq.read_table(output)
     assert table.schema.equals(output_schema(classes), check_metadata=False)
-    assert table.column_names == ["id", "prediction", "proba_0", "proba_1"] + [
+    assert table.column_names == [
+        "id",
+        "prediction",
+        "proba_0",
+        "proba_1",
         "model_name",
         "model_version",
         "run_id",
@@ -318,24 +322,6 @@ def test_an_unseen_category_is_quarantined_under_the_default_policy(
     assert result.stats.quarantined_by_rule == {"allowed:plan": 3}
     assert result.stats.rows_scored == 297
     assert pq.read_metadata(output).num_rows == 297
-
-
-def test_a_category_sent_as_a_number_matches_its_text_in_the_spec() -> None:
-    spec = ModelSpec.model_validate(
-        {
-            "name": "demo",
-            "task": "classification",
-            "source": {"uri": "landing/demo/ds={ds}/*.csv"},
-            "id_column": "id",
-            "target": "label",
-            "features": {"sex": {"type": "category", "allowed": ["1", "2"]}},
-            "estimator": {"kind": "logistic_regression"},
-            "gates": {"primary_metric": "roc_auc"},
-        }
-    )
-    check = check_rows(pd.DataFrame({"id": ["a", "b", "c"], "sex": [1, 2, 3]}), spec)
-    assert check.quarantine.tolist() == [False, False, True]
-    assert check.quarantined_by_rule == {"allowed:sex": 1}
 
 
 def test_a_warn_rule_scores_the_row_and_counts_it(spec: ModelSpec, pipeline: Any, tmp_path: Path) -> None:
@@ -599,7 +585,7 @@ def test_the_arrow_way_gives_the_bytes_of_the_pandas_way(
     )
     source = tmp_path / "in.parquet"
     pq.write_table(table, source)
-    assert scoring.arrow_path_applies(pq.read_schema(source), spec)
+    assert arrow_path_applies(pq.read_schema(source), spec)
 
     arrow_way, arrow_out, arrow_held = score(source, spec, pipeline, tmp_path / "arrow", batch_rows=37)
     monkeypatch.setattr(scoring, "arrow_path_applies", lambda schema, spec: False)
@@ -617,25 +603,3 @@ def test_the_arrow_way_gives_the_bytes_of_the_pandas_way(
     else:
         assert arrow_way.stats.rows_scored == 300 and not arrow_held.exists()
     assert arrow_way.stats.warned_by_rule["range:age"] == 1
-
-
-@pytest.mark.parametrize(
-    ("change", "applies"),
-    [
-        (lambda t: t, True),
-        (lambda t: t.set_column(1, "tenure_months", t.column(1).cast(pa.string())), False),
-        (lambda t: t.set_column(1, "tenure_months", t.column(1).cast(pa.bool_())), False),
-        (lambda t: t.set_column(12, "plan", t.column(12).dictionary_encode()), False),
-        (lambda t: t.set_column(0, "customer_id", pa.array(range(t.num_rows))), False),
-        (lambda t: t.append_column("customer_id", t.column(0)), False),
-    ],
-)
-def test_only_plain_types_take_the_arrow_way(change: Any, applies: bool, spec: ModelSpec) -> None:
-    from mlops_pipeline.scoring import arrow_path_applies
-
-    table = pa.Table.from_pandas(ex.churn_scoring_batch(CLEAN_DAY, rows=20), preserve_index=False)
-    assert table.column_names[:2] == ["customer_id", "tenure_months"] and table.column_names[12] == "plan"
-    assert arrow_path_applies(change(table).schema, spec) is applies
-    # A stored pandas index (a named column in the metadata) sends the file the pandas way.
-    indexed = pa.Table.from_pandas(ex.churn_scoring_batch(CLEAN_DAY, rows=20).set_index("age"))
-    assert not arrow_path_applies(indexed.schema, spec)

@@ -97,7 +97,7 @@ def test_concurrent_create_only_from_8_threads_has_exactly_one_winner(store: Obj
             store.create_only("race/winner", f"thread-{index}".encode())
         except ObjectExistsError:
             losers.append(index)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             unexpected.append(exc)
         else:
             winners.append(index)
@@ -372,7 +372,7 @@ def test_s3_delete_prefix_reports_keys_the_server_failed_to_delete(
         return {**response, "Errors": [{"Key": key, "Code": "AccessDenied", "Message": "Access Denied"}]}
 
     monkeypatch.setattr(s3_store._client, "delete_objects", partly_failing_delete)
-    with pytest.raises(OSError, match="could not delete 1 objects.*AccessDenied"):
+    with pytest.raises(OSError, match=r"could not delete 1 objects.*AccessDenied"):
         s3_store.delete_prefix("a")
 
 

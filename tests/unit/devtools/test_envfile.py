@@ -12,10 +12,17 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from mlops_pipeline import envfile
-from mlops_pipeline.envfile import SECRETS, EnvFileError, fernet_key, random_token, render_env, write_env
+from mlops_pipeline.devtools import envfile
+from mlops_pipeline.devtools.envfile import (
+    SECRETS,
+    EnvFileError,
+    fernet_key,
+    random_token,
+    render_env,
+    write_env,
+)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ALPHANUMERIC = set(string.ascii_letters + string.digits)
 
 
@@ -151,8 +158,8 @@ def test_main_reports_success_and_refusal(tmp_path: Path, capsys: pytest.Capture
     "command",
     [
         # what `make env` runs: the file as a script with the system's python3, no virtualenv
-        ["python3", str(REPO / "include/mlops_pipeline/envfile.py")],
-        [sys.executable, "-m", "mlops_pipeline.envfile"],
+        ["python3", str(REPO / "include/mlops_pipeline/devtools/envfile.py")],
+        [sys.executable, "-m", "mlops_pipeline.devtools.envfile"],
     ],
     ids=["make-env-script", "module"],
 )

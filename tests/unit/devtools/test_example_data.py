@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_pipeline import example_data as ex
+from mlops_pipeline.devtools import example_data as ex
 from mlops_pipeline.spec import ModelSpec, load_spec
 from mlops_pipeline.store import LocalStore
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CLEAN_DAY = datetime.date(2026, 2, 2)
 DRIFT_DAYS = [ex.DRIFT_START + datetime.timedelta(days=offset) for offset in range(0, 28, 4)]
 BEFORE_DAYS = [

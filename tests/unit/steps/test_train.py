@@ -14,12 +14,14 @@ import pandas as pd
 import pytest
 
 from mlops_pipeline import registry, steps
-from mlops_pipeline.example_data import DIABETES_DS, write_example_data
+from mlops_pipeline.devtools.example_data import DIABETES_DS, write_example_data
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import ModelSpec, load_spec
+from mlops_pipeline.steps import rollback as rollback_steps
+from mlops_pipeline.steps import train as train_steps
 from mlops_pipeline.store import LocalStore
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
 RUN = steps.RunInfo(
     dag_id="diabetes__train", dag_run_id="manual__1", actor="tester", event_time="2026-01-02T00:00:00"
@@ -56,37 +58,37 @@ def store(tmp_path_factory, monkeypatch_module) -> Iterator[LocalStore]:
 
 
 def test_the_steps_chain_from_ingest_to_promotion(diabetes: ModelSpec, store: LocalStore) -> None:
-    manifest = steps.ingest(diabetes, store, DIABETES_DS, None)
-    validated = steps.validate(diabetes, store, manifest, RUN)
+    manifest = train_steps.ingest(diabetes, store, DIABETES_DS, None)
+    validated = train_steps.validate(diabetes, store, manifest, RUN)
     assert validated["passed"] and validated["clean_rows"] == 442
-    candidate = steps.train(diabetes, store, manifest, validated, RUN)
-    evaluation = steps.evaluate(diabetes, store, validated, candidate, RUN)
+    candidate = train_steps.train(diabetes, store, manifest, validated, RUN)
+    evaluation = train_steps.evaluate(diabetes, store, validated, candidate, RUN)
     assert evaluation["passed"] and evaluation["champion_version"] is None
     assert json.loads(store.read_bytes("reports/diabetes/manual__1/gate_report.json"))["passed"] is True
-    registered = steps.register(diabetes, manifest, candidate, evaluation, RUN)
-    promoted = steps.promote(diabetes, store, registered, RUN)
+    registered = train_steps.register(diabetes, manifest, candidate, evaluation, RUN)
+    promoted = train_steps.promote(diabetes, store, registered, RUN)
     assert promoted["champion_version"] == registered["version"]
     assert promoted["actor"] == "tester" and promoted["at"] == RUN.event_time
 
     # A second identical candidate is compared with the champion on the same holdout and passes.
-    second = steps.evaluate(
-        diabetes, store, validated, steps.train(diabetes, store, manifest, validated, RUN), RUN
+    second = train_steps.evaluate(
+        diabetes, store, validated, train_steps.train(diabetes, store, manifest, validated, RUN), RUN
     )
     assert second["champion_version"] == registered["version"]
 
 
 def test_ingest_refuses_a_window_without_data(diabetes: ModelSpec, store: LocalStore) -> None:
     with pytest.raises(steps.StepRejected, match="no"):
-        steps.ingest(diabetes, store, datetime.date(2020, 1, 1), 3)
+        train_steps.ingest(diabetes, store, datetime.date(2020, 1, 1), 3)
 
 
 def test_validate_refuses_the_defective_batch_after_publishing_its_quarantine(
     churn: ModelSpec, store: LocalStore
 ) -> None:
-    manifest = steps.ingest(churn, store, datetime.date(2026, 3, 10), 1)
+    manifest = train_steps.ingest(churn, store, datetime.date(2026, 3, 10), 1)
     run = steps.RunInfo("churn__train", "manual__defect", "tester", "2026-03-10T00:00:00")
     with pytest.raises(steps.StepRejected, match=r"over the limit of 5\.0%.*quarantined rows: file://"):
-        steps.validate(churn, store, manifest, run)
+        train_steps.validate(churn, store, manifest, run)
     rows = pd.read_parquet(store.root / "quarantine/churn/manual__defect/rows.parquet")
     assert len(rows) == 320
     assert store.exists("validation/churn/manual__defect/data_docs/index.html")
@@ -94,26 +96,28 @@ def test_validate_refuses_the_defective_batch_after_publishing_its_quarantine(
 
 
 def test_train_refuses_a_single_class(churn: ModelSpec, store: LocalStore) -> None:
-    manifest = steps.ingest(churn, store, datetime.date(2026, 3, 9), 1)
-    validated = steps.validate(churn, store, manifest, steps.RunInfo("churn__train", "single", "t", "t"))
+    manifest = train_steps.ingest(churn, store, datetime.date(2026, 3, 9), 1)
+    validated = train_steps.validate(
+        churn, store, manifest, steps.RunInfo("churn__train", "single", "t", "t")
+    )
     clean = pd.read_parquet(store.root / validated["clean_key"])
     clean["churned"] = 0
     clean.to_parquet(store.root / validated["clean_key"], index=False)
     with pytest.raises(steps.StepRejected, match="single class"):
-        steps.train(churn, store, manifest, validated, RUN)
+        train_steps.train(churn, store, manifest, validated, RUN)
 
 
 def test_evaluate_refuses_a_candidate_below_the_floors(diabetes: ModelSpec, store: LocalStore) -> None:
     strict = diabetes.model_copy(update={"gates": diabetes.gates.model_copy(update={"floors": {"r2": 0.99}})})
-    manifest = steps.ingest(strict, store, DIABETES_DS, None)
+    manifest = train_steps.ingest(strict, store, DIABETES_DS, None)
     run = steps.RunInfo("diabetes__train", "strict", "t", "t")
-    validated = steps.validate(strict, store, manifest, run)
-    candidate = steps.train(strict, store, manifest, validated, run)
+    validated = train_steps.validate(strict, store, manifest, run)
+    candidate = train_steps.train(strict, store, manifest, validated, run)
     with pytest.raises(steps.StepRejected, match=r"gate failed for diabetes: .*r2"):
-        steps.evaluate(strict, store, validated, candidate, run)
+        train_steps.evaluate(strict, store, validated, candidate, run)
     assert json.loads(store.read_bytes("reports/diabetes/strict/gate_report.json"))["passed"] is False
 
 
 def test_rollback_without_history_is_refused(churn: ModelSpec, store: LocalStore) -> None:
     with pytest.raises(steps.StepRejected, match="no champion"):
-        steps.rollback(churn, store, None, "because", RUN)
+        rollback_steps.rollback(churn, store, None, "because", RUN)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from mlops_pipeline.airflow_client import (
+from mlops_pipeline.devtools.airflow_client import (
     AirflowApiError,
     AirflowClient,
     AirflowNotFoundError,

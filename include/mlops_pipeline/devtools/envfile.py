@@ -1,5 +1,5 @@
 """Write `.env` from `.env.example` with fresh random secrets: `make env`, or
-`python -m mlops_pipeline.envfile [--example PATH] [--output PATH]`.
+`python -m mlops_pipeline.devtools.envfile [--example PATH] [--output PATH]`.
 
 The template is copied line by line; each secret setting that is empty in it (see `SECRETS`) gets
 a new random value, every other line (comments, ports, settings left empty on purpose) is kept
@@ -133,7 +133,7 @@ def write_env(example: Path, output: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: 0 when written, 1 when refused (existing file, bad template)."""
     parser = argparse.ArgumentParser(
-        prog="python -m mlops_pipeline.envfile",
+        prog="python -m mlops_pipeline.devtools.envfile",
         description="Write .env from .env.example with fresh random secrets (never overwrites).",
     )
     parser.add_argument("--example", type=Path, default=Path(".env.example"), help="template (.env.example)")

@@ -1,0 +1,170 @@
+"""The `mlops` command: the embedded demo stack (`demo`, `down`), the native stack (`stack up|down`) and the example data (`example-data`).
+
+`mlops demo` and `mlops down`: see :mod:`mlops_pipeline.devtools.demo`.
+
+`mlops stack up` (run by `make stack`) starts the production-like stack of docker-compose.yaml as
+local processes instead (CeleryExecutor with two workers on this machine's PostgreSQL and Redis,
+MLflow on PostgreSQL, an S3 API server holding the store; :mod:`mlops_pipeline.devtools.native_stack`),
+state in `<project>/.demo/stack/`; `mlops stack down` stops it and drops its throwaway databases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlops_pipeline.devtools import embedded_stack, native_stack, processes
+from mlops_pipeline.devtools.airflow_client import (
+    AirflowApiError,
+)
+from mlops_pipeline.devtools.demo import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SETUP_FAILED,
+    DemoError,
+    credentials_lines,
+    default_project_dir,
+    demo,
+    down,
+    load_demo_config,
+    relative_path,
+    resolve_credentials,
+    say,
+)
+from mlops_pipeline.devtools.run_report import DEMO_CONF
+
+
+def stack(project: Path, action: str, *, workers: int = 2) -> int:
+    """`mlops stack up|down`: the native production-like stack (see native_stack.start_native_stack)."""
+    layout = embedded_stack.StackLayout(project / ".demo" / "stack")
+    if action == "down":
+        results, released = native_stack.stop_native_stack(layout)
+        for result in results:
+            killed = f", {result.killed} needed SIGKILL" if result.killed else ""
+            state = "stopped" if result.was_running else "was not running; cleaned up"
+            say(f"{result.name} (pid {result.pid}) {state}: {result.processes} processes{killed}")
+        say(f"released: {', '.join(released)}" if released else "no databases to drop")
+        return EXIT_OK
+    config = load_demo_config(os.environ, project / ".env")
+    credentials = resolve_credentials(layout.root / "credentials.json", config.passwords)
+    processes.ensure_port_free(config.airflow_port, "the Airflow API server and UI", "AIRFLOW_PORT")
+    processes.ensure_port_free(config.mlflow_port, "the MLflow server", "MLFLOW_PORT")
+    say(f"mlops stack: CeleryExecutor with {workers} workers, PostgreSQL, Redis, S3; state in {layout.root}")
+    native = native_stack.start_native_stack(
+        layout,
+        dags_folder=project / "dags",
+        plugins_folder=project / "plugins",
+        passwords=credentials.passwords,
+        workers=workers,
+        api_port=config.airflow_port,
+        mlflow_port=config.mlflow_port,
+        cache_dir=project / ".cache" / "pycache",
+        extra=config.passthrough,
+    )
+    from mlops_pipeline.devtools.example_data import write_example_data
+    from mlops_pipeline.store import open_store
+
+    summary = write_example_data(open_store(native.store_uri, native.s3_client_kwargs()))
+    resources = native_stack.read_native_resources(layout)
+    login = credentials_lines(credentials, project)
+    say(
+        "\n".join(
+            [
+                f"Airflow UI:  {native.airflow_url}   login: " + "; ".join(login[:2]),
+                *(f"             {line}" for line in login[2:]),
+                f"MLflow UI:   {native.mlflow_url}",
+                f"S3 API:      {native.settings['MLOPS_S3_ENDPOINT_URL']}   store {native.store_uri}, "
+                f"example data {summary.dates[0]}..{summary.dates[-1]}",
+                f"workers:     {', '.join(native.workers)} (concurrency {native.concurrency} each)",
+                f"databases:   {', '.join(resources.databases) if resources else '?'}; "
+                f"broker {native.settings['AIRFLOW__CELERY__BROKER_URL']}",
+                f"settings:    {relative_path(layout.root / 'stack.env', project)} (docker-compose.yaml's variables)",
+                f"logs:        {relative_path(layout.logs_dir, project)}/",
+                "`mlops stack down` stops everything and drops the databases (the S3 server keeps nothing).",
+            ]
+        )
+    )
+    return EXIT_OK
+
+
+def example_data(store_uri: str) -> int:
+    """`mlops example-data --store URI`: write the example data into any store."""
+    from mlops_pipeline.devtools.example_data import write_example_data
+    from mlops_pipeline.store import open_store
+
+    summary = write_example_data(open_store(store_uri))
+    say(
+        f"wrote {summary.churn_rows} churn rows ({summary.dates[0]}..{summary.dates[-1]}) to {summary.churn_uri} "
+        f"and {summary.diabetes_rows} diabetes rows to {summary.diabetes_uri}"
+    )
+    return EXIT_OK
+
+
+def _json_object(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `mlops` argument parser."""
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_cmd = commands.add_parser("demo", help="start Airflow + MLflow locally and train the example model")
+    demo_cmd.add_argument(
+        "--timeout", type=float, default=1200, help="seconds to wait for the run (default 1200)"
+    )
+    demo_cmd.add_argument(
+        "--conf",
+        type=_json_object,
+        default=None,
+        help=f"the run's params as JSON (default {json.dumps(DEMO_CONF)}); "
+        'e.g. {"as_of": "2026-03-10", "window_days": 1} is a defective batch that validation stops',
+    )
+    down_cmd = commands.add_parser("down", help="stop everything `mlops demo` started")
+    stack_cmd = commands.add_parser(
+        "stack", help="start (up) or stop (down) the production-like stack as local processes, no Docker"
+    )
+    stack_cmd.add_argument("action", choices=("up", "down"))
+    stack_cmd.add_argument("--workers", type=int, default=2, help="Celery workers (default 2)")
+    for command in (demo_cmd, down_cmd, stack_cmd):
+        command.add_argument(
+            "--project-dir", type=Path, default=None, help="the project checkout (default: detected)"
+        )
+    data_cmd = commands.add_parser("example-data", help="write the example data into a store")
+    data_cmd.add_argument("--store", required=True, help="file:///absolute/path or s3://bucket/prefix")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mlops` script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "example-data":
+        return example_data(args.store)
+    project = (args.project_dir or default_project_dir()).resolve()
+    if args.command == "down":
+        return down(project)
+    if args.command == "stack":
+        try:
+            return stack(project, args.action, workers=args.workers)
+        except (DemoError, processes.StackError) as exc:
+            print(f"mlops stack: {exc}", file=sys.stderr, flush=True)
+            return EXIT_SETUP_FAILED
+    try:
+        return demo(project, timeout=args.timeout, conf=args.conf)
+    except (DemoError, processes.StackError, AirflowApiError) as exc:
+        print(f"mlops demo: {exc}", file=sys.stderr, flush=True)
+        return EXIT_SETUP_FAILED
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; the services keep running (`make down` stops them)", file=sys.stderr, flush=True
+        )
+        return EXIT_INTERRUPTED

@@ -1,0 +1,385 @@
+"""The task bodies of `<model>__score`: plan → inputs → score (mapped, one per input file) → publish.
+
+Each function is the body of the task of the same name. `plan` resolves the model version once and
+checks its artifact before anything is written; each `score` stages one file's parts under the
+run's token; `publish` checks the staged parts and publishes the partition's manifest last (see the
+protocol at the top of :mod:`mlops_pipeline.predictions`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict
+from datetime import date
+from typing import Any, cast
+
+from mlops_pipeline import layout
+from mlops_pipeline.spec import ModelSpec
+from mlops_pipeline.steps import RunInfo, StepRejected, fault_point
+from mlops_pipeline.steps.results import InputFile, ModelRef, Published, ScoredInput, ScorePlan, StagedPart
+from mlops_pipeline.store import ObjectStore
+
+
+def _model_ref(version: Any) -> ModelRef:
+    from mlops_pipeline import registry
+
+    return {
+        "name": version.name,
+        "version": str(version.version),
+        "model_uri": f"models:/{version.name}/{version.version}",
+        "artifact_sha256": registry.expected_sha256(version),
+    }
+
+
+def plan(
+    spec: ModelSpec,
+    store: ObjectStore,
+    ds: date,
+    pinned_version: str | None,
+    shadow: bool,
+    run: RunInfo,
+    attempt: int = 1,
+) -> ScorePlan:
+    """Resolve the model version once for the whole run, verify its artifact, and list the inputs.
+
+    Nothing is written before the artifact's sha256 has been checked. Stale staged parts of this
+    partition (crashed runs) are cleaned here.
+    """
+    from mlops_pipeline import registry
+    from mlops_pipeline.ingest import split_source_uri
+    from mlops_pipeline.layout import PREDICTIONS, SHADOW
+    from mlops_pipeline.predictions import clean_stale_parts
+    from mlops_pipeline.store import glob_keys
+
+    if spec.scoring is None:
+        raise StepRejected(f"{spec.name} has no scoring section in its spec")
+    client = registry.configured_client()
+    try:
+        primary = _model_ref(registry.scoring_version(client, spec.name, pinned_version))
+        registry.verify_artifact(primary["model_uri"], primary["artifact_sha256"], spec)
+        challenger: ModelRef | None = None
+        if shadow:
+            version = registry.alias_version(client, spec.name, registry.CHALLENGER)
+            if version is not None and str(version.version) != primary["version"]:
+                challenger = _model_ref(version)
+                registry.verify_artifact(challenger["model_uri"], challenger["artifact_sha256"], spec)
+    except (registry.RegistryError, registry.ArtifactIntegrityError) as exc:
+        raise StepRejected(str(exc)) from exc
+    input_store, pattern = split_source_uri(spec.scoring.input.uri, store)
+    keys = sorted(glob_keys(input_store, pattern.format(ds=ds.isoformat())))
+    if not keys:
+        raise StepRejected(
+            f"no input files to score for {spec.name} on {ds} "
+            f"(pattern {spec.scoring.input.uri!r} under {input_store.root_uri})"
+        )
+    ds_text = ds.isoformat()
+    cleaned = clean_stale_parts(store, PREDICTIONS, spec.name, ds_text)
+    cleaned += clean_stale_parts(store, SHADOW, spec.name, ds_text)
+    return {
+        "ds": ds_text,
+        # Unique per plan: a rerun of a published run (same run id, even the same try number after
+        # a clear) must stage its parts apart from the files the current manifest names.
+        "token": f"{run.dag_run_id}-try{attempt}-{uuid.uuid4().hex[:8]}",
+        "model": primary,
+        "shadow_model": challenger,
+        "shadow_requested": shadow,
+        "input_root": input_store.root_uri,
+        "inputs": [InputFile(index=index, key=key) for index, key in enumerate(keys)],
+        "stale_objects_deleted": cleaned,
+        "started": time.time(),
+    }
+
+
+def inputs(plan: ScorePlan) -> list[InputFile]:
+    """The input files to map `score` over (Airflow maps over a whole XCom, not a key of one)."""
+    return list(plan["inputs"])
+
+
+def stage_scored_input(
+    spec: ModelSpec,
+    store: ObjectStore,
+    input_store: ObjectStore,
+    key: str,
+    index: int,
+    ds: str,
+    token: str,
+    model: tuple[Any, Any],
+    shadow_model: tuple[Any, Any] | None,
+    quarantine_prefix: str,
+) -> ScoredInput:
+    """Score the input `key` of `input_store` (the file's position in the run: `index`) with
+    `model` = (pipeline, RunStamp) and stage the parts under the run's `token` in `store`.
+
+    With `shadow_model`, it scores the same rows into the shadow staging folder. Quarantined rows
+    go to `<quarantine_prefix>/score/part-<index>.parquet`. Raises StepRejected when the file is
+    refused (missing column, a `fail` rule broken). What each `score` task does, minus MLflow.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from mlops_pipeline.layout import PREDICTIONS, SHADOW, part_key
+    from mlops_pipeline.predictions import upload_part
+    from mlops_pipeline.scoring import ScoringRejected, score_file, sha256_file
+
+    assert spec.scoring is not None
+    pipeline, stamp = model
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        local_input = folder / "input"
+        input_store.download_file(key, local_input)
+        input_sha256 = sha256_file(local_input)
+        shadow = None if shadow_model is None else (*shadow_model, folder / "shadow.parquet")
+        try:
+            result = score_file(
+                local_input,
+                spec.scoring.input.format,
+                spec,
+                pipeline,
+                stamp,
+                folder / "out.parquet",
+                folder / "quarantine.parquet",
+                batch_rows=spec.scoring.batch_rows,
+                shadow=shadow,
+            )
+        except ScoringRejected as exc:
+            raise StepRejected(f"{input_store.uri(key)}: {exc}") from exc
+        part = upload_part(
+            store,
+            folder / "out.parquet",
+            part_key(PREDICTIONS, spec.name, ds, token, index),
+            key,
+            input_sha256,
+        )
+        shadow_part: StagedPart | None = None
+        if shadow is not None:
+            shadow_part = cast(
+                StagedPart,
+                asdict(
+                    upload_part(
+                        store, shadow[2], part_key(SHADOW, spec.name, ds, token, index), key, input_sha256
+                    )
+                ),
+            )
+        quarantine_key = None
+        if result.quarantine_rows:
+            quarantine_key = layout.score_quarantine_part_key(quarantine_prefix, index)
+            store.upload_file(folder / "quarantine.parquet", quarantine_key)
+    return {
+        "index": index,
+        "input_key": key,
+        "input_sha256": input_sha256,
+        "part": cast(StagedPart, asdict(part)),
+        "shadow_part": shadow_part,
+        "quarantine_key": quarantine_key,
+        "stats": result.stats.to_dict(),
+        "agreement": asdict(result.agreement) if result.agreement else None,
+        "classes": _classes_json(pipeline, spec),
+        "shadow_classes": None if shadow_model is None else _classes_json(shadow_model[0], spec),
+    }
+
+
+def score(spec: ModelSpec, store: ObjectStore, plan: ScorePlan, item: InputFile, run: RunInfo) -> ScoredInput:
+    """Score one input file with the planned model version into the run's staging prefix."""
+    from datetime import datetime
+
+    from mlops_pipeline import registry
+    from mlops_pipeline.scoring import RunStamp
+
+    assert spec.scoring is not None
+    registry.configured_client()
+    model = plan["model"]
+    try:
+        pipeline = registry.load_verified(model["model_uri"], model["artifact_sha256"])
+        shadow_pipeline = None
+        if plan["shadow_model"]:
+            shadow_pipeline = registry.load_verified(
+                plan["shadow_model"]["model_uri"], plan["shadow_model"]["artifact_sha256"]
+            )
+    except registry.ArtifactIntegrityError as exc:
+        raise StepRejected(str(exc)) from exc
+    logical_ts = datetime.fromisoformat(run.event_time)
+    stamp = RunStamp(spec.name, model["version"], run.dag_run_id, logical_ts)
+    shadow_model = None
+    if shadow_pipeline is not None and plan["shadow_model"] is not None:
+        shadow_stamp = RunStamp(spec.name, plan["shadow_model"]["version"], run.dag_run_id, logical_ts)
+        shadow_model = (shadow_pipeline, shadow_stamp)
+    # Inputs under the store's own root reuse its client; others get the same credentials.
+    input_store = store.open_uri(plan["input_root"])
+    return stage_scored_input(
+        spec,
+        store,
+        input_store,
+        item["key"],
+        int(item["index"]),
+        plan["ds"],
+        plan["token"],
+        (pipeline, stamp),
+        shadow_model,
+        layout.quarantine_prefix(spec.name, run.dag_run_id),
+    )
+
+
+def _classes_json(pipeline: Any, spec: ModelSpec) -> list[Any] | None:
+    from mlops_pipeline.scoring import model_classes
+
+    classes = model_classes(pipeline, spec)
+    return None if classes is None else classes.tolist()
+
+
+def _schema_from_classes(classes: list[Any] | None) -> Any:
+    import numpy as np
+
+    from mlops_pipeline.scoring import output_schema
+
+    return output_schema(None if classes is None else np.asarray(classes))
+
+
+def publish(
+    spec: ModelSpec, store: ObjectStore, plan: ScorePlan, results: list[ScoredInput], run: RunInfo
+) -> Published:
+    """Check the staged parts and publish the partition (manifest last); log the run's metrics to MLflow."""
+    import hashlib
+    import json
+
+    from mlops_pipeline.layout import PREDICTIONS, SHADOW
+    from mlops_pipeline.predictions import PartFile, PublishError, clean_stale_parts, publish_partition
+    from mlops_pipeline.scoring import Agreement, ScoreStats
+
+    assert spec.scoring is not None
+    results = sorted(results, key=lambda r: r["index"])
+    stats = ScoreStats()
+    agreement = Agreement() if plan["shadow_model"] else None
+    for result in results:
+        stats.add(ScoreStats.from_dict(result["stats"]))
+        if agreement is not None and result["agreement"]:
+            agreement.merge(Agreement(**result["agreement"]))
+    share = stats.rows_quarantined / stats.rows_in if stats.rows_in else 0.0
+    ds = plan["ds"]
+    quarantine_reason = None
+    if stats.rows_quarantined:
+        quarantine_reason = layout.score_quarantine_reason_key(spec.name, run.dag_run_id)
+        reason = {
+            "model": spec.name,
+            "ds": ds,
+            "run_id": run.dag_run_id,
+            "rows": stats.rows_quarantined,
+            "share": share,
+            "rules": stats.quarantined_by_rule,
+            "files": [r["quarantine_key"] for r in results if r["quarantine_key"]],
+        }
+        store.write_bytes(quarantine_reason, json.dumps(reason, indent=2, sort_keys=True).encode())
+    if share > spec.scoring.max_quarantine_share:
+        raise StepRejected(
+            f"{stats.rows_quarantined} of {stats.rows_in} input rows ({share:.1%}) of {spec.name} on {ds} could "
+            f"not be scored ({stats.quarantined_by_rule}), over the limit of {spec.scoring.max_quarantine_share:.1%}; "
+            f"nothing published. Quarantine: {store.uri(quarantine_reason or '')}"
+        )
+    inputs = "\n".join(f"{r['input_key']} {r['input_sha256']}" for r in results)
+    data_sha256 = hashlib.sha256(inputs.encode()).hexdigest()
+    schema = _schema_from_classes(results[0]["classes"])
+    agreement_summary = agreement.summary() if agreement is not None else None
+    details = {
+        "model_version": plan["model"]["version"],
+        "model_uri": plan["model"]["model_uri"],
+        "artifact_sha256": plan["model"]["artifact_sha256"],
+        "run_id": run.dag_run_id,
+        "logical_ts": run.event_time,
+        "token": plan["token"],
+        "data_sha256": data_sha256,
+        "input_rows": stats.rows_in,
+        "quarantined_rows": stats.rows_quarantined,
+        "quarantine_reason": store.uri(quarantine_reason) if quarantine_reason else None,
+        "shadow_agreement": agreement_summary,
+    }
+    fault_point("before_manifest")
+    try:
+        manifest = publish_partition(
+            store,
+            PREDICTIONS,
+            spec.name,
+            ds,
+            [PartFile(**r["part"]) for r in results],
+            expected_rows=stats.rows_in - stats.rows_quarantined,
+            schema=schema,
+            details=details,
+        )
+        shadow_manifest = None
+        if plan["shadow_model"]:
+            shadow_manifest = publish_partition(
+                store,
+                SHADOW,
+                spec.name,
+                ds,
+                [PartFile(**r["shadow_part"]) for r in results if r["shadow_part"] is not None],
+                expected_rows=stats.rows_in - stats.rows_quarantined,
+                schema=_schema_from_classes(results[0]["shadow_classes"]),
+                details={
+                    **details,
+                    "model_version": plan["shadow_model"]["version"],
+                    "model_uri": plan["shadow_model"]["model_uri"],
+                    "artifact_sha256": plan["shadow_model"]["artifact_sha256"],
+                    "champion_version": plan["model"]["version"],
+                },
+            )
+    except PublishError as exc:
+        raise StepRejected(str(exc)) from exc
+    clean_stale_parts(store, PREDICTIONS, spec.name, ds)
+    clean_stale_parts(store, SHADOW, spec.name, ds)
+    wall_seconds = max(time.time() - float(plan["started"]), 1e-9)
+    metrics = scoring_metrics(spec, stats, wall_seconds, agreement_summary)
+    _log_scoring_run(spec, ds, plan, run, metrics, data_sha256)
+    return {
+        "ds": ds,
+        "rows": manifest["rows"],
+        "quarantined_rows": stats.rows_quarantined,
+        "model_version": plan["model"]["version"],
+        "manifest_uri": store.uri(layout.manifest_key(layout.PREDICTIONS, spec.name, ds)),
+        "generation": manifest["generation"],
+        "shadow_version": plan["shadow_model"]["version"] if plan["shadow_model"] else None,
+        "shadow_manifest_generation": shadow_manifest["generation"] if shadow_manifest else None,
+        "shadow_agreement": agreement_summary,
+        "metrics": metrics,
+    }
+
+
+def scoring_metrics(
+    spec: ModelSpec, stats: Any, wall_seconds: float, agreement: dict[str, float] | None
+) -> dict[str, float]:
+    """The run's metrics: volume, speed, quarantine, prediction distribution, missing values per feature."""
+    scored = max(stats.rows_scored, 1)
+    metrics = {
+        "rows_in": float(stats.rows_in),
+        "rows_scored": float(stats.rows_scored),
+        "rows_quarantined": float(stats.rows_quarantined),
+        "seconds": wall_seconds,
+        "scoring_seconds": stats.seconds,
+        "rows_per_s": stats.rows_in / wall_seconds,
+        "prediction_mean": stats.prediction_sum / scored,
+    }
+    if spec.task == "classification":
+        for label, count in stats.predicted_labels.items():
+            metrics[f"predicted_share.{label}"] = count / scored
+    else:
+        mean = stats.prediction_sum / scored
+        metrics["prediction_std"] = max(stats.prediction_sq_sum / scored - mean * mean, 0.0) ** 0.5
+    for feature, nulls in stats.nulls_by_feature.items():
+        metrics[f"missing_rate.{feature}"] = nulls / scored
+    if agreement:
+        metrics["shadow_label_agreement"] = agreement["label_agreement"]
+        metrics["shadow_mean_abs_diff"] = agreement["mean_abs_diff"]
+    return metrics
+
+
+def _log_scoring_run(
+    spec: ModelSpec, ds: str, plan: ScorePlan, run: RunInfo, metrics: dict[str, float], data_sha256: str
+) -> None:
+    import mlflow
+
+    experiment = mlflow.set_experiment(f"{spec.name}-scoring")
+    tags = {**run.tags(), "ds": ds, "model_version": plan["model"]["version"], "data_sha256": data_sha256}
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"{spec.name} {ds}", tags=tags):
+        mlflow.log_params(
+            {"model_version": plan["model"]["version"], "ds": ds, "shadow": bool(plan["shadow_model"])}
+        )
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN-free

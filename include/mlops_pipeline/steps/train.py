@@ -1,0 +1,207 @@
+"""The task bodies of `<model>__train`: ingest → validate → train → evaluate → register → promote.
+
+Each function is the body of the task of the same name (the `approve` task between register and
+promote is Airflow's ApprovalOperator and has none).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict
+from datetime import date
+from typing import Any, cast
+
+from mlops_pipeline import layout
+from mlops_pipeline.ingest import SnapshotManifest
+from mlops_pipeline.settings import get_settings
+from mlops_pipeline.spec import ModelSpec
+from mlops_pipeline.steps import RunInfo, StepRejected
+from mlops_pipeline.steps.results import (
+    Candidate,
+    Evaluation,
+    Promotion,
+    Registered,
+    Snapshot,
+    Validated,
+    promotion,
+)
+from mlops_pipeline.store import ObjectStore
+
+
+def ingest(spec: ModelSpec, store: ObjectStore, as_of: date, window_days: int | None) -> Snapshot:
+    """Snapshot the data window ending `as_of`; the manifest as a dict."""
+    from mlops_pipeline.ingest import NoSourceDataError, ingest_window
+
+    try:
+        manifest = ingest_window(spec, store, as_of, window_days or spec.source.window_days)
+    except NoSourceDataError as exc:
+        raise StepRejected(str(exc)) from exc
+    return cast(Snapshot, asdict(manifest))
+
+
+def validate(spec: ModelSpec, store: ObjectStore, manifest: Snapshot, run: RunInfo) -> Validated:
+    """Validate the snapshot with Great Expectations; publish results, quarantine, and the clean rows."""
+    from mlops_pipeline.ingest import read_snapshot
+    from mlops_pipeline.validation import publish_validation, validate_frame
+
+    snapshot = SnapshotManifest(**manifest)
+    outcome = validate_frame(read_snapshot(store, snapshot), spec)
+    artifacts = publish_validation(outcome, store, spec.name, run.dag_run_id)
+    summary: dict[str, Any] = {
+        "passed": outcome.passed,
+        "rows": outcome.row_count,
+        "quarantined_rows": outcome.quarantined_count,
+        "quarantine_share": outcome.quarantine_share,
+        "warnings": list(outcome.warnings),
+        "result_uri": artifacts.result_uri,
+        "data_docs_uri": artifacts.data_docs_uri,
+        "quarantine_uri": artifacts.quarantine_uri,
+    }
+    if not outcome.passed:
+        raise StepRejected(
+            f"validation of {snapshot.data_uri} failed: {outcome.failure_reason}. "
+            f"Report: {artifacts.summary_uri}; Data Docs: {artifacts.data_docs_uri}"
+            + (f"; quarantined rows: {artifacts.quarantine_uri}" if artifacts.quarantine_uri else "")
+        )
+    clean_key = layout.clean_rows_key(spec.name, run.dag_run_id)
+    buffer = io.BytesIO()
+    outcome.clean.to_parquet(buffer, index=False)
+    store.write_bytes(clean_key, buffer.getvalue())
+    return cast(Validated, {**summary, "clean_key": clean_key, "clean_rows": len(outcome.clean)})
+
+
+def _read_clean(store: ObjectStore, validated: Validated) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(store.read_bytes(validated["clean_key"])))
+
+
+def train(
+    spec: ModelSpec, store: ObjectStore, manifest: Snapshot, validated: Validated, run: RunInfo
+) -> Candidate:
+    """Fit the pipeline on the clean rows and log it to MLflow with its lineage; the logged candidate."""
+    from mlops_pipeline import registry
+    from mlops_pipeline.evaluation import model_metrics
+    from mlops_pipeline.training import split_frame, train_model
+
+    settings = get_settings()
+    registry.configured_client()
+    clean = _read_clean(store, validated)
+    try:
+        result = train_model(clean, spec)
+    except ValueError as exc:
+        raise StepRejected(str(exc)) from exc
+    train_metrics = {
+        f"train_{k}": v
+        for k, v in model_metrics(result.pipeline, split_frame(clean, spec).train, spec).items()
+    }
+    candidate = registry.log_candidate(
+        result,
+        spec,
+        SnapshotManifest(**manifest),
+        clean,
+        train_metrics,
+        run_tags={**run.tags(), "mlops.quarantined_rows": str(validated["quarantined_rows"])},
+        code=registry.code_version(settings.code_version),
+    )
+    return cast(Candidate, asdict(candidate))
+
+
+def evaluate(
+    spec: ModelSpec,
+    store: ObjectStore,
+    validated: Validated,
+    candidate: Candidate,
+    run: RunInfo,
+) -> Evaluation:
+    """Score candidate and champion on the same holdout, apply the gates, publish the gate report."""
+    import mlflow
+
+    from mlops_pipeline import registry
+    from mlops_pipeline.evaluation import (
+        evaluate_gates,
+        latency_p95_ms_per_1k,
+        model_metrics,
+        render_html,
+        slice_metrics,
+    )
+    from mlops_pipeline.training import split_frame
+
+    client = registry.configured_client()
+    holdout = split_frame(_read_clean(store, validated), spec).holdout
+    pipeline = registry.load_verified(candidate["model_uri"], candidate["artifact_sha256"])
+    candidate_metrics = model_metrics(pipeline, holdout, spec)
+    champion = registry.alias_version(client, spec.name, registry.CHAMPION)
+    champion_metrics = None
+    champion_info = None
+    if champion is not None:
+        champion_metrics = model_metrics(registry.load_version(client, champion), holdout, spec)
+        champion_info = {"version": str(champion.version), "run_id": champion.run_id}
+    report = evaluate_gates(
+        spec,
+        candidate_metrics,
+        champion_metrics,
+        slice_metrics(pipeline, holdout, spec),
+        latency_p95_ms_per_1k(pipeline, holdout, spec),
+        candidate["model_size_mb"],
+        candidate={"run_id": candidate["run_id"], "holdout_rows": len(holdout)},
+        champion=champion_info,
+    )
+    json_key = layout.gate_report_key(spec.name, run.dag_run_id, "json")
+    html_key = layout.gate_report_key(spec.name, run.dag_run_id, "html")
+    store.write_bytes(json_key, report.to_json())
+    store.write_bytes(html_key, render_html(report).encode())
+    json_uri, html_uri = store.uri(json_key), store.uri(html_key)
+    with mlflow.start_run(run_id=candidate["run_id"]):
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in candidate_metrics.items()})
+        if champion_metrics:
+            mlflow.log_metrics({f"champion_holdout_{k}": v for k, v in champion_metrics.items()})
+        mlflow.log_metric("gate_passed", float(report.passed))
+        mlflow.set_tags({"gate_report_uri": json_uri, "gate_passed": str(report.passed).lower()})
+    result: Evaluation = {
+        "passed": report.passed,
+        "failures": report.failures,
+        "report_json_uri": json_uri,
+        "report_html_uri": html_uri,
+        "candidate_metrics": candidate_metrics,
+        "champion_version": champion_info["version"] if champion_info else None,
+    }
+    if not report.passed:
+        raise StepRejected(
+            f"gate failed for {spec.name}: " + "; ".join(report.failures) + f". Report: {html_uri}"
+        )
+    return result
+
+
+def register(
+    spec: ModelSpec,
+    manifest: Snapshot,
+    candidate: Candidate,
+    evaluation: Evaluation,
+    run: RunInfo,
+) -> Registered:
+    """Register the candidate that passed its gates and point `challenger` at it."""
+    from mlops_pipeline import registry
+
+    client = registry.configured_client()
+    version = registry.register_candidate(
+        client,
+        spec,
+        registry.LoggedCandidate(**candidate),
+        data_sha256=manifest["sha256"],
+        gate_report_uri=evaluation["report_json_uri"],
+        extra_tags={**run.tags(), "data_uri": manifest["data_uri"]},
+    )
+    return {"version": str(version.version), "model_uri": f"models:/{spec.name}/{version.version}"}
+
+
+def promote(spec: ModelSpec, store: ObjectStore, registered: Registered, run: RunInfo) -> Promotion:
+    """Move `champion` to the registered version and record the promotion."""
+    from mlops_pipeline import registry
+
+    client = registry.configured_client()
+    version = client.get_model_version(spec.name, registered["version"])
+    record = registry.promote(
+        client, store, version, actor=run.actor, dag_run_id=run.dag_run_id, at=run.event_time
+    )
+    return promotion(record)

@@ -1,0 +1,63 @@
+"""The row rules scoring and monitoring share (`mlops_pipeline.rules`): what each rule says of a
+value, and which inputs take the Arrow way. That both ways agree byte for byte is tested on whole
+files in test_scoring.py (`test_the_arrow_way_gives_the_bytes_of_the_pandas_way`)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from mlops_pipeline.devtools import example_data as ex
+from mlops_pipeline.rules import arrow_path_applies, check_rows
+from mlops_pipeline.spec import ModelSpec, load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+CLEAN_DAY = datetime.date(2026, 3, 2)
+
+
+@pytest.fixture(scope="module")
+def spec() -> ModelSpec:
+    return load_spec(REPO / "include/models/churn.yaml")
+
+
+def test_a_category_sent_as_a_number_matches_its_text_in_the_spec() -> None:
+    spec = ModelSpec.model_validate(
+        {
+            "name": "demo",
+            "task": "classification",
+            "source": {"uri": "landing/demo/ds={ds}/*.csv"},
+            "id_column": "id",
+            "target": "label",
+            "features": {"sex": {"type": "category", "allowed": ["1", "2"]}},
+            "estimator": {"kind": "logistic_regression"},
+            "gates": {"primary_metric": "roc_auc"},
+        }
+    )
+    check = check_rows(pd.DataFrame({"id": ["a", "b", "c"], "sex": [1, 2, 3]}), spec)
+    assert check.quarantine.tolist() == [False, False, True]
+    assert check.quarantined_by_rule == {"allowed:sex": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "applies"),
+    [
+        (lambda t: t, True),
+        (lambda t: t.set_column(1, "tenure_months", t.column(1).cast(pa.string())), False),
+        (lambda t: t.set_column(1, "tenure_months", t.column(1).cast(pa.bool_())), False),
+        (lambda t: t.set_column(12, "plan", t.column(12).dictionary_encode()), False),
+        (lambda t: t.set_column(0, "customer_id", pa.array(range(t.num_rows))), False),
+        (lambda t: t.append_column("customer_id", t.column(0)), False),
+    ],
+)
+def test_only_plain_types_take_the_arrow_way(change: Any, applies: bool, spec: ModelSpec) -> None:
+    table = pa.Table.from_pandas(ex.churn_scoring_batch(CLEAN_DAY, rows=20), preserve_index=False)
+    assert table.column_names[:2] == ["customer_id", "tenure_months"] and table.column_names[12] == "plan"
+    assert arrow_path_applies(change(table).schema, spec) is applies
+    # A stored pandas index (a named column in the metadata) sends the file the pandas way.
+    indexed = pa.Table.from_pandas(ex.churn_scoring_batch(CLEAN_DAY, rows=20).set_index("age"))
+    assert not arrow_path_applies(indexed.schema, spec)
