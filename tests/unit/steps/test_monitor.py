@@ -1,0 +1,249 @@
+"""The `<model>__monitor` task body and the window it checks, outside Airflow, on the churn spec.
+
+A champion is trained on the example data's stable February (through the `steps.train` functions,
+once for the module) and some days are scored and published through the `steps.score` functions:
+three stable days of March, the minor-defect day (rows quarantined) and three days of the drift
+episode that starts on 2026-04-01. MLflow is real (SQLite in a temp dir), the store a file store.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pandas as pd
+import pytest
+
+from mlops_pipeline import layout, monitoring, registry, steps
+from mlops_pipeline.devtools.example_data import DRIFT_START, write_example_data
+from mlops_pipeline.layout import PREDICTIONS
+from mlops_pipeline.predictions import read_manifest, read_partition
+from mlops_pipeline.settings import get_settings
+from mlops_pipeline.spec import ModelSpec, load_spec
+from mlops_pipeline.steps import monitor as monitor_steps
+from mlops_pipeline.steps import score as score_steps
+from mlops_pipeline.steps import train as train_steps
+from mlops_pipeline.steps.results import WindowChecked
+from mlops_pipeline.store import LocalStore
+
+REPO = Path(__file__).resolve().parents[3]
+ROWS_PER_DAY = 800
+AS_OF = datetime.date(2026, 2, 28)  # the champion is trained on the 7 days ending here
+MINOR_DEFECT_DAY = datetime.date(2026, 2, 14)  # 8 of 800 rows quarantined by scoring
+STABLE_DAYS = [datetime.date(2026, 3, d) for d in (1, 2, 3)]
+DRIFT_DAYS = [DRIFT_START + datetime.timedelta(days=d) for d in range(3)]
+# The columns the example data's drift episode moves (as tests/e2e/test_monitor_dag.py names them).
+DRIFTING = {"monthly_charges", "region", "plan"}
+
+
+@pytest.fixture(scope="module")
+def churn() -> ModelSpec:
+    return load_spec(REPO / "include/models/churn.yaml")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, monkeypatch_module) -> Iterator[LocalStore]:
+    """A file store with the example data and a SQLite MLflow, both in a temp dir, and the tasks' settings."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("monitor-steps")
+    store = LocalStore(root / "store")
+    write_example_data(store, start=datetime.date(2026, 2, 22), end=STABLE_DAYS[-1])
+    write_example_data(store, start=MINOR_DEFECT_DAY, end=MINOR_DEFECT_DAY)
+    write_example_data(store, start=DRIFT_DAYS[0], end=DRIFT_DAYS[-1])
+    monkeypatch_module.chdir(root)
+    monkeypatch_module.setenv("MLOPS_STORE_URI", store.root_uri)
+    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    monkeypatch_module.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch_module.delenv("MLOPS_EVIDENTLY_WORKSPACE", raising=False)
+    get_settings.cache_clear()
+    registry.connect(f"sqlite:///{root}/mlflow.db")
+    mlflow.create_experiment("churn", artifact_location=(root / "artifacts").as_uri())
+    yield store
+    get_settings.cache_clear()
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def scored(churn: ModelSpec, store: LocalStore) -> dict[str, dict[str, Any]]:
+    """A promoted champion and the published predictions of the monitored days; `publish` per day."""
+    # Fewer boosting rounds than the spec's 200: the same features and gates, a fraction of the time.
+    params = {**churn.estimator.params, "max_iter": 40}
+    quick = churn.model_copy(update={"estimator": churn.estimator.model_copy(update={"params": params})})
+    run = steps.RunInfo("churn__train", "manual__champion", "tester", f"{AS_OF}T00:00:00+00:00")
+    manifest = train_steps.ingest(quick, store, AS_OF, 7)
+    validated = train_steps.validate(quick, store, manifest, run)
+    candidate = train_steps.train(quick, store, manifest, validated, run)
+    evaluation = train_steps.evaluate(quick, store, validated, candidate, run)
+    train_steps.promote(quick, store, train_steps.register(quick, manifest, candidate, evaluation, run), run)
+    return {day.isoformat(): _score_day(churn, store, day) for day in [MINOR_DEFECT_DAY, *STABLE_DAYS]}
+
+
+@pytest.fixture(scope="module")
+def drift_scored(churn: ModelSpec, store: LocalStore, scored) -> dict[str, dict[str, Any]]:
+    """The days of the drift episode, scored by the same champion; `publish` per day."""
+    return {day.isoformat(): _score_day(churn, store, day) for day in DRIFT_DAYS}
+
+
+def _score_day(spec: ModelSpec, store: LocalStore, day: datetime.date) -> dict[str, Any]:
+    info = steps.RunInfo("churn__score", f"setup__{day}", "tester", f"{day}T00:00:00+00:00")
+    plan = score_steps.plan(spec, store, day, None, False, info)
+    results = [score_steps.score(spec, store, plan, item, info) for item in score_steps.inputs(plan)]
+    return dict(score_steps.publish(spec, store, plan, results, info))
+
+
+def _run(name: str) -> steps.RunInfo:
+    return steps.RunInfo("churn__monitor", f"manual__{name}", "tester", "2026-04-10T00:00:00+00:00")
+
+
+@pytest.fixture(scope="module")
+def stable(churn: ModelSpec, store: LocalStore, scored) -> dict[str, Any]:
+    """One recorded check of the three stable days of March."""
+    return dict(monitor_steps.check(churn, store, STABLE_DAYS[-1], 3, False, _run("stable")))
+
+
+def test_check_returns_the_window_checked_payload(stable: dict[str, Any]) -> None:
+    """check returns exactly the keys of steps.results.WindowChecked, and JSON-serialisable values."""
+    assert set(stable) == set(WindowChecked.__annotations__)
+    assert json.loads(json.dumps(stable)) == stable
+    assert (stable["start"], stable["end"]) == ("2026-03-01", "2026-03-03")
+    assert stable["run_id"] == "manual__stable" and stable["dry_run"] is False
+
+
+def test_a_stable_window_does_not_drift(stable: dict[str, Any]) -> None:
+    """The stable days of March compared with the February training data show no data drift and no alarm."""
+    assert stable["days_used"] == [d.isoformat() for d in STABLE_DAYS] and stable["days_missing"] == []
+    assert stable["data_drift"] is False and stable["drifted_columns"] == []
+    assert stable["alarming"] is False and stable["trigger"] is False
+    assert stable["decision"]["retrain"] is False
+    assert all(score < 0.1 for score in stable["drift_scores"].values()), stable["drift_scores"]
+    assert len(stable["drift_scores"]) == 14
+
+
+def test_check_writes_its_reports_to_the_store(churn: ModelSpec, store: LocalStore, stable) -> None:
+    """The data and prediction drift reports (HTML + JSON) and the window summary are in the store."""
+    run_id = stable["run_id"]
+    for name in ("data_drift", "prediction_drift"):
+        assert json.loads(store.read_bytes(layout.drift_report_key("churn", run_id, name, "json")))
+        assert store.exists(layout.drift_report_key("churn", run_id, name, "html"))
+    assert stable["data_drift_report"] == store.uri(
+        layout.drift_report_key("churn", run_id, "data_drift", "html")
+    )
+    assert (
+        "monthly_charges"
+        in store.read_bytes(stable["data_drift_report"].removeprefix(store.root_uri + "/")).decode()
+    )
+    summary = json.loads(store.read_bytes(layout.monitoring_summary_key("churn", run_id)))
+    assert summary["days_used"] == stable["days_used"]
+    assert summary["reference"]["version"] == "1"
+    assert summary["performance"] == stable["performance"] and "1" in summary["performance"]
+    assert stable["evidently_workspace_runs"] == []
+
+
+def test_check_records_the_windows_verdict(store: LocalStore, stable: dict[str, Any]) -> None:
+    """A check that is not a dry run records its verdict at layout.verdict_key(model, end)."""
+    recorded = json.loads(store.read_bytes(layout.verdict_key("churn", stable["end"])))
+    assert recorded == {
+        key: stable[key]
+        for key in (
+            "end",
+            "start",
+            "data_drift",
+            "prediction_drift",
+            "performance_drop",
+            "drifted_columns",
+            "run_id",
+        )
+    }
+
+
+def test_a_dry_run_records_no_verdict_and_no_trigger(churn: ModelSpec, store: LocalStore, scored) -> None:
+    """A dry run returns its verdict and decision but records no verdict and no trigger."""
+    before = store.list(layout.verdicts_prefix("churn")), store.list(layout.triggers_prefix("churn"))
+    result = monitor_steps.check(churn, store, STABLE_DAYS[1], 2, True, _run("dry"))
+    assert result["dry_run"] is True and result["trigger"] is False
+    assert result["days_used"] == ["2026-03-01", "2026-03-02"]
+    assert not store.exists(layout.verdict_key("churn", "2026-03-02"))
+    assert (
+        store.list(layout.verdicts_prefix("churn")),
+        store.list(layout.triggers_prefix("churn")),
+    ) == before
+
+
+def test_a_window_without_predictions_is_refused_and_is_not_drift(
+    churn: ModelSpec, store: LocalStore, scored
+) -> None:
+    """A window with no published predictions is refused as 'not drift', and nothing is recorded."""
+    before = store.list(layout.verdicts_prefix("churn"))
+    run = _run("empty")
+    with pytest.raises(
+        steps.StepRejected, match=r"2026-05-18\.\.2026-05-20: no published predictions.*this is not drift"
+    ):
+        monitor_steps.check(churn, store, datetime.date(2026, 5, 20), 3, False, run)
+    assert store.list(layout.verdicts_prefix("churn")) == before
+    assert not store.exists(layout.verdict_key("churn", "2026-05-20"))
+    assert store.list(layout.reports_prefix("churn", run.dag_run_id)) == []
+
+
+def test_check_window_compares_the_published_rows_with_their_scored_inputs(
+    churn: ModelSpec, store: LocalStore, scored
+) -> None:
+    """check_window's scored rows are the published ones, and its current features leave out the quarantined rows."""
+    ds = MINOR_DEFECT_DAY.isoformat()
+    window = monitoring.check_window(churn, store, registry.configured_client(), MINOR_DEFECT_DAY, 1)
+    published = read_partition(store, "churn", ds).to_pandas()
+    assert window.days_used == [ds] and window.days_missing == []
+    assert len(window.scored) == len(published) == scored[ds]["rows"] == ROWS_PER_DAY - 8
+    assert list(window.scored["id"]) == list(published["id"]) and set(window.scored["ds"]) == {ds}
+    assert len(window.current) == ROWS_PER_DAY - 8
+    assert list(window.current.columns) == list(churn.features)
+    # The quarantined rows broke these rules; none of them is among the compared rows.
+    assert set(window.current["plan"]) <= {"basic", "standard", "premium"}
+    assert set(window.current["region"]) <= {"north", "south", "east", "west"}
+    assert window.current["monthly_charges"].max() <= 500
+    assert window.current["tenure_months"].notna().all()
+    assert str(window.champion.version) == "1"
+    snapshot_key = unquote(window.champion.tags["data_uri"].removeprefix(store.root_uri + "/"))
+    snapshot_rows = len(pd.read_csv(io.BytesIO(store.read_bytes(snapshot_key))))
+    assert len(window.reference) == snapshot_rows == 7 * ROWS_PER_DAY
+
+
+def test_check_window_names_the_days_without_predictions(churn: ModelSpec, store: LocalStore, scored) -> None:
+    """Days of the window that have no published partition are listed as missing, the others used."""
+    window = monitoring.check_window(churn, store, registry.configured_client(), STABLE_DAYS[0], 3)
+    assert window.days == [datetime.date(2026, 2, 27), datetime.date(2026, 2, 28), STABLE_DAYS[0]]
+    assert window.days_used == ["2026-03-01"] and window.days_missing == ["2026-02-27", "2026-02-28"]
+    assert len(window.scored) == len(window.current) == ROWS_PER_DAY
+    assert read_manifest(store, PREDICTIONS, "churn", "2026-02-28") is None
+
+
+@pytest.mark.slow  # three full checks (Evidently twice each): about 15 s
+def test_the_drift_episode_alarms_and_two_alarming_windows_trigger_retraining_once(
+    churn: ModelSpec, store: LocalStore, drift_scored
+) -> None:
+    """Windows in the drift episode alarm with the drifted columns; the second alarming one triggers, once."""
+    first = monitor_steps.check(churn, store, DRIFT_DAYS[1], 2, False, _run("drift1"))
+    assert first["data_drift"] is True and first["alarming"] is True
+    assert set(first["drifted_columns"]) >= DRIFTING, first["drift_scores"]
+    assert first["trigger"] is False and first["decision"]["retrain"] is False
+    assert json.loads(store.read_bytes(layout.verdict_key("churn", "2026-04-02")))["data_drift"] is True
+
+    second = monitor_steps.check(churn, store, DRIFT_DAYS[2], 2, False, _run("drift2"))
+    assert set(second["drifted_columns"]) >= DRIFTING, second["drift_scores"]
+    assert second["trigger"] is True and second["decision"]["alarming_windows"] == [
+        "2026-04-02",
+        "2026-04-03",
+    ]
+    assert "data drift in" in second["decision"]["reason"]
+    assert monitoring.trigger_days(store, "churn") == ["2026-04-03"]
+    trigger = json.loads(store.read_bytes(layout.trigger_key("churn", "2026-04-03")))
+    assert trigger["run_id"] == "manual__drift2"
+
+    again = monitor_steps.check(churn, store, DRIFT_DAYS[2], 2, False, _run("drift3"))
+    assert again["trigger"] is False and "cooldown" in again["decision"]["reason"]
+    assert monitoring.trigger_days(store, "churn") == ["2026-04-03"]
