@@ -24,28 +24,91 @@ from mlops_pipeline.training import features_frame, target_series
 CheckKind = Literal["floor", "regression", "slice", "latency", "size"]
 
 
-def compute_metrics(
-    task: str, y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None
-) -> dict[str, float]:
-    """The standard metrics of `task`; probability metrics only when probabilities are given."""
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """rmse, mae, r2; and mape where no true value is zero (it divides by them)."""
     from sklearn import metrics as m
 
-    if task == "regression":
-        return {
-            "rmse": float(math.sqrt(m.mean_squared_error(y_true, y_pred))),
-            "mae": float(m.mean_absolute_error(y_true, y_pred)),
-            "r2": float(m.r2_score(y_true, y_pred)),
-        }
+    y_true = np.asarray(y_true, dtype="float64")
     result = {
-        "accuracy": float(m.accuracy_score(y_true, y_pred)),
-        "f1": float(m.f1_score(y_true, y_pred, zero_division=0)),
-        "precision": float(m.precision_score(y_true, y_pred, zero_division=0)),
-        "recall": float(m.recall_score(y_true, y_pred, zero_division=0)),
+        "rmse": float(math.sqrt(m.mean_squared_error(y_true, y_pred))),
+        "mae": float(m.mean_absolute_error(y_true, y_pred)),
+        "r2": float(m.r2_score(y_true, y_pred)),
     }
-    if proba is not None and len(np.unique(y_true)) == 2:
-        result["roc_auc"] = float(m.roc_auc_score(y_true, proba))
-        result["log_loss"] = float(m.log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1]))
+    if len(y_true) and not np.any(y_true == 0):
+        result["mape"] = float(m.mean_absolute_percentage_error(y_true, y_pred))
     return result
+
+
+def classification_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    proba: np.ndarray | None,
+    classes: list[Any],
+    positive: Any | None = None,
+) -> dict[str, float]:
+    """The metrics of a classifier whose `classes` (in the order of `proba`'s columns) the labels are.
+
+    Two classes: accuracy, F1, precision, recall (and ROC AUC, log loss) of the `positive` class
+    (default: the last, 1 of 0/1). More:
+    accuracy, balanced accuracy, macro and weighted F1, one-vs-rest ROC AUC and log loss.
+    Probability metrics only when probabilities are given and the true labels hold two or more
+    classes (ROC AUC is undefined otherwise).
+    """
+    from sklearn import metrics as m
+
+    result = {"accuracy": float(m.accuracy_score(y_true, y_pred))}
+    present = len(pd.unique(np.asarray(y_true, dtype=object)))
+    if len(classes) <= 2:
+        positive = classes[-1] if positive is None else positive
+        result |= {
+            "f1": float(m.f1_score(y_true, y_pred, pos_label=positive, zero_division=0)),
+            "precision": float(m.precision_score(y_true, y_pred, pos_label=positive, zero_division=0)),
+            "recall": float(m.recall_score(y_true, y_pred, pos_label=positive, zero_division=0)),
+        }
+        if proba is not None and present == 2:
+            column = proba[:, classes.index(positive)] if proba.ndim == 2 else proba
+            is_positive = np.asarray(y_true == positive, dtype=int)
+            result["roc_auc"] = float(m.roc_auc_score(is_positive, column))
+            result["log_loss"] = float(
+                m.log_loss(is_positive, np.clip(column, 1e-15, 1 - 1e-15), labels=[0, 1])
+            )
+        return result
+    result |= {
+        "balanced_accuracy": float(m.balanced_accuracy_score(y_true, y_pred)),
+        "f1_macro": float(m.f1_score(y_true, y_pred, average="macro", labels=classes, zero_division=0)),
+        "f1_weighted": float(m.f1_score(y_true, y_pred, average="weighted", labels=classes, zero_division=0)),
+    }
+    if proba is not None and present >= 2:
+        clipped = np.clip(proba, 1e-15, 1.0)
+        clipped = clipped / clipped.sum(axis=1, keepdims=True)
+        result["log_loss"] = float(m.log_loss(y_true, clipped, labels=classes))
+        if present == len(classes):
+            result["roc_auc_ovr"] = float(
+                m.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=classes)
+            )
+    return result
+
+
+def compute_metrics(
+    task: str,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    proba: np.ndarray | None,
+    classes: list[Any] | None = None,
+    positive: Any | None = None,
+) -> dict[str, float]:
+    """The standard metrics of `task`; probability metrics only when probabilities are given.
+
+    `proba`: one column per class in the order of `classes` (a 1-d array is the positive class's
+    probability of a binary model); `classes` default to the sorted labels of `y_true`.
+    """
+    if task == "regression":
+        return regression_metrics(y_true, y_pred)
+    if classes is None:
+        classes = sorted(pd.unique(np.asarray(y_true, dtype=object)).tolist())
+        if len(classes) < 2:
+            classes = [0, 1] if proba is not None and proba.ndim == 1 else classes * 2
+    return classification_metrics(y_true, y_pred, proba, list(classes), positive)
 
 
 def model_metrics(pipeline: Any, frame: pd.DataFrame, spec: ModelSpec) -> dict[str, float]:
@@ -53,8 +116,13 @@ def model_metrics(pipeline: Any, frame: pd.DataFrame, spec: ModelSpec) -> dict[s
     features = features_frame(frame, spec)
     y_true = target_series(frame, spec).to_numpy()
     y_pred = pipeline.predict(features)
-    proba = pipeline.predict_proba(features)[:, 1] if spec.task == "classification" else None
-    return compute_metrics(spec.task, y_true, y_pred, proba)
+    if not spec.is_classification:
+        return regression_metrics(y_true, y_pred)
+    from mlops_pipeline.targets import positive_label
+
+    classes = list(pipeline.classes_)
+    positive = positive_label(spec, classes) if len(classes) == 2 else None
+    return classification_metrics(y_true, y_pred, pipeline.predict_proba(features), classes, positive)
 
 
 @dataclass(frozen=True)
@@ -87,7 +155,7 @@ def latency_p95_ms_per_1k(pipeline: Any, frame: pd.DataFrame, spec: ModelSpec, r
     """95th percentile of the time to score 1,000 rows (resampled from `frame`), in milliseconds."""
     features = features_frame(frame, spec)
     batch = features.sample(n=1000, replace=len(features) < 1000, random_state=spec.split.seed)
-    score = pipeline.predict_proba if spec.task == "classification" else pipeline.predict
+    score = pipeline.predict_proba if spec.is_classification else pipeline.predict
     timings = []
     # One thread: the budget is per core, and OpenMP threads competing with other processes on a
     # busy machine (2 cores here) turn a 10 ms call into a 1 s spin-wait, making the gate flaky.

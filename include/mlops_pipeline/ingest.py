@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from mlops_pipeline import layout
+from mlops_pipeline.rules import with_row_ids
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.store import ObjectExistsError, ObjectStore, glob_keys
 
@@ -86,7 +87,9 @@ def read_window(
             missing.append(day.isoformat())
         for key in keys:
             files.append(source_store.uri(key))
-            frames.append(_read_source_file(source_store.read_bytes(key), spec.source.format))
+            frames.append(
+                with_row_ids(_read_source_file(source_store.read_bytes(key), spec.source.format), spec)
+            )
     if not frames:
         raise NoSourceDataError(
             f"no source files for {spec.name} between {days[0]} and {days[-1]} "

@@ -14,12 +14,15 @@ from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from mlops_pipeline.evaluation import compute_metrics
+from mlops_pipeline.evaluation import classification_metrics, compute_metrics
 from mlops_pipeline.layout import trigger_key, triggers_prefix, verdict_key, verdicts_prefix
+from mlops_pipeline.rules import with_row_ids
 from mlops_pipeline.spec import DriftSpec, ModelSpec
 from mlops_pipeline.store import ObjectExistsError, ObjectStore, glob_keys
+from mlops_pipeline.targets import positive_label, proba_columns, typed_target
 
 
 class MonitoringUnavailable(RuntimeError):
@@ -153,18 +156,32 @@ def performance_by_version(
     joined = predictions.merge(labels[["id", spec.target]], on="id", how="inner")
     result: dict[str, dict[str, float]] = {}
     for version, rows in joined.groupby(joined["model_version"].astype(str)):
-        if spec.task == "classification":
-            # Probability of the positive (last) class, as the gates compute it at training time.
-            positive = sorted(c for c in rows.columns if c.startswith("proba_"))[-1]
-            y_true = rows[spec.target].astype("int64").to_numpy()
-            metrics = compute_metrics(
-                spec.task, y_true, rows["prediction"].to_numpy(), rows[positive].to_numpy()
+        if spec.is_classification:
+            # One probability column per class, in the model's class order (the output schema's).
+            columns = [c for c in rows.columns if c.startswith("proba_")]
+            classes = _classes_of(rows, columns, spec)
+            positive = positive_label(spec, classes) if len(classes) == 2 else None
+            y_true = typed_target(rows[spec.target], spec).to_numpy()
+            metrics = classification_metrics(
+                y_true, rows["prediction"].to_numpy(), rows[columns].to_numpy(), classes, positive
             )
         else:
             y_true = rows[spec.target].astype(float).to_numpy()
             metrics = compute_metrics(spec.task, y_true, rows["prediction"].to_numpy(), None)
         result[str(version)] = {**metrics, "labelled_rows": float(len(rows))}
     return result
+
+
+def _classes_of(rows: pd.DataFrame, columns: list[str], spec: ModelSpec) -> list[Any]:
+    """The class labels of the probability columns: the spec's classes whose column names these
+    are, else the labels the column names spell (`proba_0`, `proba_1`)."""
+    if spec.target_classes:
+        ordered = sorted(spec.target_classes, key=lambda label: (str(type(label)), label))
+        by_name = dict(zip(proba_columns(ordered), ordered, strict=True))
+        if all(column in by_name for column in columns):
+            return [by_name[column] for column in columns]
+    labels = [column.removeprefix("proba_") for column in columns]
+    return [int(label) for label in labels] if all(label.isdigit() for label in labels) else labels
 
 
 def below_floors(performance: dict[str, dict[str, float]], spec: ModelSpec) -> list[str]:
@@ -218,6 +235,47 @@ def check_window(spec: ModelSpec, store: ObjectStore, client: Any, end: date, wi
     )
 
 
+def prediction_frames(
+    spec: ModelSpec, pipeline: Any, reference: pd.DataFrame, scored: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """What prediction drift compares: the champion's outputs on its own training rows, and the
+    published outputs (reference, current, and each column's kind for the drift check).
+
+    Classification: the predicted label (categorical), and the positive class's probability
+    (binary) or every class's probability (multiclass), matched by the model's class order, never
+    by sorting column names. Regression: the predicted value.
+    """
+    if not spec.is_classification:
+        return (
+            pd.DataFrame({"prediction": np.asarray(pipeline.predict(reference), dtype="float64")}),
+            pd.DataFrame({"prediction": scored["prediction"].astype("float64").to_numpy()}),
+            {"prediction": "num"},
+        )
+    classes = list(pipeline.classes_)
+    probabilities = np.asarray(pipeline.predict_proba(reference), dtype="float64")
+    names = proba_columns(classes)
+    if len(classes) == 2:
+        position = classes.index(positive_label(spec, classes))
+        picked = {"proba_positive": (position, names[position])}
+    else:
+        picked = {name: (position, name) for position, name in enumerate(names)}
+    reference_out = pd.DataFrame(
+        {
+            "prediction": pd.Series(np.asarray(classes, dtype=object)[probabilities.argmax(axis=1)]).astype(
+                str
+            ),
+            **{out: probabilities[:, position] for out, (position, _) in picked.items()},
+        }
+    )
+    current_out = pd.DataFrame(
+        {
+            "prediction": scored["prediction"].astype(str).to_numpy(),
+            **{out: scored[column].astype("float64").to_numpy() for out, (_, column) in picked.items()},
+        }
+    )
+    return reference_out, current_out, {"prediction": "cat", **{out: "num" for out in picked}}
+
+
 def _read_frame(store: ObjectStore, key: str, fmt: str) -> Any:
     import pandas as pd
 
@@ -257,6 +315,7 @@ def _current_window(
     scored = pd.concat(predictions, ignore_index=True)
     features = pd.concat(inputs, ignore_index=True)
     # Quarantined rows were never scored: compare exactly the rows that were.
+    features = with_row_ids(features, spec)
     features = features[features[spec.id_column].astype(str).isin(set(scored["id"]))]
     return scored, features, used, missing
 

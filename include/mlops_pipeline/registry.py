@@ -78,8 +78,8 @@ def code_version(configured: str | None = None) -> str:
     return completed.stdout.strip() or "unknown"
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of the libraries a model depends on at serving time."""
+def package_versions(estimator_package: str = "sklearn") -> dict[str, str]:
+    """Versions of the libraries a model depends on at serving time (with its estimator's package)."""
     import mlflow
     import numpy
     import scipy
@@ -88,7 +88,13 @@ def package_versions() -> dict[str, str]:
 
     import mlops_pipeline
 
+    extra = {}
+    if estimator_package not in ("sklearn", "mlops_pipeline"):
+        from importlib import metadata
+
+        extra[estimator_package] = metadata.version(estimator_package)
     return {
+        **extra,
         "scikit-learn": sklearn.__version__,
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
@@ -99,12 +105,23 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def trusted_types(pipeline: Any) -> list[str]:
-    """The skops types of `pipeline`, refusing any type outside the libraries we trust."""
+def declared_packages(spec: ModelSpec) -> tuple[str, ...]:
+    """The packages whose types a spec's pipeline may hold beyond ours: estimator and feature code."""
+    from mlops_pipeline.feature_code import user_package
+
+    user = user_package(spec)
+    return (spec.estimator.package, *([user] if user else []))
+
+
+def trusted_types(pipeline: Any, packages: tuple[str, ...] = ("sklearn",)) -> list[str]:
+    """The skops types of `pipeline`, refusing any type outside the libraries we trust: ours, and
+    the packages the spec declares (its estimator's, one of `spec.TRUSTED_ESTIMATOR_PACKAGES`, and
+    its own feature code's)."""
     import skops.io
 
+    prefixes = (*_TRUSTED_TYPE_PREFIXES, *(f"{package}." for package in packages))
     types = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
-    if foreign := [name for name in types if not name.startswith(_TRUSTED_TYPE_PREFIXES)]:
+    if foreign := [name for name in types if not name.startswith(prefixes)]:
         raise RegistryError(f"pipeline holds types skops should not trust: {foreign}")
     return types
 
@@ -153,7 +170,7 @@ def log_candidate(
 
     experiment = mlflow.set_experiment(spec.name)
     features = features_frame(clean.head(200), spec)
-    versions = package_versions()
+    versions = package_versions(spec.estimator.package)
     with mlflow.start_run(experiment_id=experiment.experiment_id, tags=run_tags) as run:
         mlflow.log_params(result.params)
         mlflow.log_params({"train_rows": result.train_rows, "holdout_rows": result.holdout_rows})
@@ -175,7 +192,7 @@ def log_candidate(
                 **{f"version.{name}": version for name, version in versions.items()},
             }
         )
-        output = result.pipeline.predict_proba(features) if spec.task == "classification" else None
+        output = result.pipeline.predict_proba(features) if spec.is_classification else None
         signature = infer_signature(
             features, output if output is not None else result.pipeline.predict(features)
         )
@@ -183,14 +200,14 @@ def log_candidate(
             sk_model=result.pipeline,
             name="model",
             serialization_format="skops",
-            skops_trusted_types=trusted_types(result.pipeline),
+            skops_trusted_types=trusted_types(result.pipeline, declared_packages(spec)),
             signature=signature,
             input_example=features.head(5),
             # Explicit requirements: inference costs seconds per call and may guess wrong.
             pip_requirements=[
                 f"{name}=={version}" for name, version in versions.items() if name != "mlops-pipeline"
             ],
-            pyfunc_predict_fn="predict_proba" if spec.task == "classification" else "predict",
+            pyfunc_predict_fn="predict_proba" if spec.is_classification else "predict",
         )
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp))

@@ -32,8 +32,27 @@ class RowCheck:
 
 
 def required_columns(spec: ModelSpec) -> list[str]:
-    """The columns an input file must have: the id and every feature."""
-    return [spec.id_column, *spec.features]
+    """The columns an input file must have: the id (unless it is derived) and every feature."""
+    return [*([] if spec.derived_row_id else [spec.id_column]), *spec.features]
+
+
+def row_ids(frame: pd.DataFrame, spec: ModelSpec) -> pd.Series:
+    """The id of each row of a table without an id column: a hash of its feature values as text.
+
+    pandas' own vectorised row hash (deterministic for the same values and key) on the values as
+    read, so the same row gets the same id in every window, and a duplicated row a duplicated id
+    (which the `unique:` rule then reports). 16 hex digits.
+    """
+    text = frame[list(spec.features)].astype(object).where(frame[list(spec.features)].notna(), "")
+    hashed = pd.util.hash_pandas_object(text.astype(str), index=False)
+    return pd.Series([f"{value:016x}" for value in hashed.to_numpy()], index=frame.index, dtype=object)
+
+
+def with_row_ids(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """`frame` with the derived id column first when the spec has no id column; else `frame`."""
+    if not spec.derived_row_id or spec.id_column in frame.columns:
+        return frame
+    return frame.assign(**{spec.id_column: row_ids(frame, spec)})[[spec.id_column, *frame.columns]]
 
 
 def numeric_values(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -141,6 +160,8 @@ def arrow_path_applies(schema: pa.Schema, spec: ModelSpec) -> bool:
     column (pandas would move that column out of the frame). Booleans, categoricals, numbers sent as
     text and every other type take the pandas way.
     """
+    if spec.derived_row_id:
+        return False  # the id is hashed from the row's values, which the pandas way does
     index_columns = (schema.pandas_metadata or {}).get("index_columns", [])
     if any(isinstance(column, str) for column in index_columns):
         return False

@@ -41,8 +41,10 @@ from mlops_pipeline.rules import (
     check_arrow,
     check_rows,
     required_columns,
+    with_row_ids,
 )
 from mlops_pipeline.spec import ModelSpec
+from mlops_pipeline.targets import proba_columns
 from mlops_pipeline.training import features_frame
 
 _T = TypeVar("_T")
@@ -282,6 +284,9 @@ def iter_batches(path: Path, fmt: str, batch_rows: int) -> Iterator[pd.DataFrame
 
 
 def _label_type(classes: np.ndarray) -> pa.DataType:
+    """Labels are written as they came: integers, booleans or text."""
+    if classes.dtype == bool or all(isinstance(label, bool | np.bool_) for label in classes.tolist()):
+        return pa.bool_()
     return pa.int64() if np.issubdtype(classes.dtype, np.integer) else pa.string()
 
 
@@ -292,7 +297,8 @@ def output_schema(classes: np.ndarray | None) -> pa.Schema:
         fields.append(pa.field(PREDICTION, pa.float64(), nullable=False))
     else:
         fields.append(pa.field(PREDICTION, _label_type(classes), nullable=False))
-        fields += [pa.field(f"proba_{label}", pa.float64(), nullable=False) for label in classes]
+        # Safe names for any label text (`proba_setosa`, `proba_not_sure`), in the model's class order.
+        fields += [pa.field(name, pa.float64(), nullable=False) for name in proba_columns(classes.tolist())]
     fields += [
         pa.field("model_name", pa.dictionary(pa.int32(), pa.string()), nullable=False),
         pa.field("model_version", pa.dictionary(pa.int32(), pa.string()), nullable=False),
@@ -304,7 +310,7 @@ def output_schema(classes: np.ndarray | None) -> pa.Schema:
 
 def model_classes(pipeline: Any, spec: ModelSpec) -> np.ndarray | None:
     """The model's class labels (classification), or None (regression)."""
-    return np.asarray(pipeline.classes_) if spec.task == "classification" else None
+    return np.asarray(pipeline.classes_) if spec.is_classification else None
 
 
 def _constant(value: str, rows: int) -> pa.DictionaryArray:
@@ -384,7 +390,9 @@ class Agreement:
         self.rows += len(primary.values)
         if primary.labels is not None and shadow.labels is not None:
             self.equal_labels += int((primary.labels == shadow.labels).sum())
-            self.abs_diff_sum += float(np.abs(primary.values[:, -1] - shadow.values[:, -1]).sum())
+            # Half the L1 distance of the probability vectors: |p - q| of the positive class for
+            # two classes, the total variation distance for more.
+            self.abs_diff_sum += float(np.abs(primary.values - shadow.values).sum()) / 2
         else:
             self.abs_diff_sum += float(np.abs(primary.values - shadow.values).sum())
 
@@ -395,7 +403,7 @@ class Agreement:
         self.abs_diff_sum += other.abs_diff_sum
 
     def summary(self) -> dict[str, float]:
-        """Share of equal labels and mean absolute difference (of the positive-class probability)."""
+        """Share of equal labels and mean absolute difference of the probabilities (half their L1 distance)."""
         if not self.rows:
             return {"rows": 0, "label_agreement": float("nan"), "mean_abs_diff": float("nan")}
         return {
@@ -509,7 +517,9 @@ def score_file(
         if input_schema is not None and arrow_path_applies(input_schema, spec):
             batches = _read_ahead(_arrow_batches(input_path, input_schema, spec, batch_rows))
         else:
-            batches = (_Batch(frame, spec) for frame in iter_batches(input_path, fmt, batch_rows))
+            batches = (
+                _Batch(with_row_ids(frame, spec), spec) for frame in iter_batches(input_path, fmt, batch_rows)
+            )
         for batch in batches:
             stats.rows_in += batch.rows
             check = batch.check

@@ -11,22 +11,53 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Policy = Literal["fail", "warn", "quarantine"]
-TaskKind = Literal["classification", "regression"]
+# `classification` is binary or multiclass, whichever the training data holds (checked at train).
+TaskKind = Literal["classification", "binary", "multiclass", "regression"]
+CLASSIFICATION_TASKS = ("classification", "binary", "multiclass")
+Label = int | bool | str
 # Evidently 0.7 drift methods that are distances (scores comparable to a threshold at any size).
 DriftMethod = Literal["wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "ed"]
 FeatureType = Literal["number", "integer", "category", "boolean"]
 
-CLASSIFICATION_METRICS = {"roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"}
-REGRESSION_METRICS = {"rmse", "mae", "r2"}
-# Metrics where a smaller value is better; the gates compare in the right direction.
-LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
-
-ESTIMATORS: dict[str, set[TaskKind]] = {
-    "hist_gradient_boosting": {"classification", "regression"},
-    "random_forest": {"classification", "regression"},
-    "logistic_regression": {"classification"},
-    "ridge": {"regression"},
+# Binary metrics read the positive class's probability (`target.positive`, else the larger label).
+BINARY_METRICS = {"roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"}
+MULTICLASS_METRICS = {"accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr", "log_loss"}
+REGRESSION_METRICS = {"rmse", "mae", "r2", "mape"}
+# Kept for readers of the old name: every metric of a classification task.
+CLASSIFICATION_METRICS = BINARY_METRICS | MULTICLASS_METRICS
+METRICS_BY_TASK: dict[str, set[str]] = {
+    "binary": BINARY_METRICS,
+    "multiclass": MULTICLASS_METRICS,
+    "classification": CLASSIFICATION_METRICS,
+    "regression": REGRESSION_METRICS,
 }
+# Metrics where a smaller value is better; the gates compare in the right direction.
+LOWER_IS_BETTER = {"rmse", "mae", "mape", "log_loss"}
+
+# The short estimator kinds: aliases of import paths, per task family.
+ESTIMATOR_ALIASES: dict[str, dict[str, str]] = {
+    "hist_gradient_boosting": {
+        "classification": "sklearn.ensemble.HistGradientBoostingClassifier",
+        "regression": "sklearn.ensemble.HistGradientBoostingRegressor",
+    },
+    "random_forest": {
+        "classification": "sklearn.ensemble.RandomForestClassifier",
+        "regression": "sklearn.ensemble.RandomForestRegressor",
+    },
+    "logistic_regression": {"classification": "sklearn.linear_model.LogisticRegression"},
+    "ridge": {"regression": "sklearn.linear_model.Ridge"},
+    "lightgbm": {"classification": "lightgbm.LGBMClassifier", "regression": "lightgbm.LGBMRegressor"},
+}
+# "classification" here stands for every classification task.
+ESTIMATORS: dict[str, set[str]] = {kind: set(paths) for kind, paths in ESTIMATOR_ALIASES.items()}
+# Packages whose estimators skops loads safely with the exact types a fitted pipeline holds
+# (tested: tests/unit/test_registry.py). A model of any other package could only be logged with
+# pickle or with skops told to trust what it cannot check: refused when the spec is read.
+TRUSTED_ESTIMATOR_PACKAGES = ("sklearn", "lightgbm")
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+# The id of a table without one: a stable hash of each row's feature values, added when read.
+ROW_ID = "_row_id"
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -111,17 +142,65 @@ class ScoringSpec(_Strict):
 
 
 class EstimatorSpec(_Strict):
-    """The sklearn estimator at the end of the pipeline."""
+    """The scikit-learn-compatible estimator at the end of the pipeline: a short `kind` or a `class`."""
 
-    kind: str
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    kind: str | None = Field(default=None, description=f"A short name: one of {sorted(ESTIMATORS)}.")
+    class_path: str | None = Field(
+        default=None,
+        alias="class",
+        description="Import path of any scikit-learn-compatible estimator, e.g. sklearn.ensemble.ExtraTreesClassifier.",
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("kind")
     @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {value!r}; choose one of {sorted(ESTIMATORS)}")
+    def _known(cls, value: str | None) -> str | None:
+        if value is not None and value not in ESTIMATORS:
+            raise ValueError(
+                f"unknown estimator {value!r}; choose one of {sorted(ESTIMATORS)} or give `class`"
+            )
         return value
+
+    @field_validator("class_path")
+    @classmethod
+    def _trusted(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not _IMPORT_PATH.match(value):
+            raise ValueError(f"{value!r} is not an import path such as sklearn.ensemble.ExtraTreesClassifier")
+        if value.split(".", 1)[0] not in TRUSTED_ESTIMATOR_PACKAGES:
+            raise ValueError(
+                f"{value!r}: models are stored with skops, which loads only types it was told to trust; "
+                f"estimators of {sorted(TRUSTED_ESTIMATOR_PACKAGES)} are known to load safely, others "
+                "would need pickle (unsafe to load) and are refused"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> EstimatorSpec:
+        if (self.kind is None) == (self.class_path is None):
+            raise ValueError("give exactly one of `kind` (a short name) and `class` (an import path)")
+        return self
+
+    def import_path(self, family: str) -> str:
+        """The estimator class to import for a task family (`classification` or `regression`)."""
+        if self.class_path is not None:
+            return self.class_path
+        assert self.kind is not None
+        return ESTIMATOR_ALIASES[self.kind][family]
+
+    @property
+    def package(self) -> str:
+        """The top-level package of the estimator (whose types skops is told to trust)."""
+        path = self.class_path or next(iter(ESTIMATOR_ALIASES[str(self.kind)].values()))
+        return path.split(".", 1)[0]
+
+    @property
+    def label(self) -> str:
+        """How runs record the estimator: the kind, else the import path."""
+        return self.kind or str(self.class_path)
 
 
 class SplitSpec(_Strict):
@@ -245,10 +324,28 @@ class ModelSpec(_Strict):
     owner: str = "mlops"
     task: TaskKind
     source: SourceSpec
-    id_column: str
-    target: str
+    id_column: str = Field(
+        default=ROW_ID,
+        description=f"The row id column; absent: {ROW_ID!r}, a hash of the row's feature values (rules.row_ids).",
+    )
+    target: str = Field(description="The target column; in YAML also `{column, classes, positive}`.")
+    target_classes: list[Label] | None = Field(
+        default=None,
+        description="The labels a classification target may take (YAML: target.classes); others break `allowed:<target>`.",
+    )
+    positive_class: Label | None = Field(
+        default=None,
+        description="The positive label of a binary target (YAML: target.positive); default: the larger label.",
+    )
     features: dict[str, FeatureSpec]
     estimator: EstimatorSpec
+    pipeline: str | None = Field(
+        default=None,
+        description=(
+            "Your own feature code: `module.path:function`, a function of the spec that returns the"
+            " preprocessing (or the whole pipeline); the module lives in include/ (see the README)."
+        ),
+    )
     split: SplitSpec = SplitSpec()
     validation: ValidationSpec = ValidationSpec()
     gates: GateSpec
@@ -260,6 +357,46 @@ class ModelSpec(_Strict):
     )
     labels: LabelsSpec | None = Field(default=None, description="Late labels for performance monitoring.")
     tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _target_mapping(cls, data: Any) -> Any:
+        """`target: {column, classes, positive}` is the same as `target: column` plus the two fields."""
+        if isinstance(data, dict) and isinstance(data.get("target"), dict):
+            target = dict(data["target"])
+            unknown = set(target) - {"column", "classes", "positive"}
+            if unknown or "column" not in target:
+                raise ValueError(
+                    "target: a mapping takes `column` (required), `classes` and `positive`"
+                    + (f"; unknown: {sorted(unknown)}" if unknown else "")
+                )
+            data = {**data, "target": target["column"]}
+            if "classes" in target:
+                data["target_classes"] = target["classes"]
+            if "positive" in target:
+                data["positive_class"] = target["positive"]
+        return data
+
+    @field_validator("pipeline")
+    @classmethod
+    def _factory_exists(cls, value: str | None) -> str | None:
+        """The factory's module must be found (not imported: parsing stays light; see feature_code.py)."""
+        if value is None:
+            return value
+        module, _, function = value.partition(":")
+        if not _IMPORT_PATH.match(module + ".x") or not function.isidentifier():
+            raise ValueError(f"{value!r} is not `module.path:function`, e.g. my_models.churn_features:build")
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as exc:
+            found, reason = None, str(exc)
+        else:
+            reason = "no such module on the import path (put it under include/, beside the package)"
+        if found is None:
+            raise ValueError(f"pipeline: module {module!r} cannot be found: {reason}")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -274,14 +411,21 @@ class ModelSpec(_Strict):
     def _coherent(self) -> ModelSpec:
         if not self.features:
             raise ValueError("features: at least one feature is required")
+        if ROW_ID in self.features or self.target == ROW_ID:
+            raise ValueError(f"{ROW_ID!r} is the pipeline's own row id; rename that column")
+        if self.derived_row_id and self.labels is not None:
+            raise ValueError(
+                "labels: late labels are joined to predictions by id; a table without id_column has none"
+            )
         reserved = {self.id_column, self.target}
         if self.id_column == self.target:
             raise ValueError("id_column and target must be different columns")
         if clash := reserved & set(self.features):
             raise ValueError(f"features must not include the id or target column: {sorted(clash)}")
-        if self.task not in ESTIMATORS[self.estimator.kind]:
+        if self.estimator.kind is not None and self.family not in ESTIMATORS[self.estimator.kind]:
             raise ValueError(f"estimator {self.estimator.kind!r} cannot do {self.task}")
-        allowed_metrics = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        self._check_labels()
+        allowed_metrics = METRICS_BY_TASK[self.task]
         named = {self.gates.primary_metric, *self.gates.floors}
         for slice_ in self.gates.slices:
             named |= set(slice_.floors)
@@ -299,10 +443,52 @@ class ModelSpec(_Strict):
             raise ValueError(f"drift.column_methods: {sorted(unknown_cols)} are not features")
         return self
 
+    def _check_labels(self) -> None:
+        if not self.is_classification and (
+            self.target_classes is not None or self.positive_class is not None
+        ):
+            raise ValueError("target: `classes` and `positive` are for classification tasks, not regression")
+        classes = self.target_classes
+        if classes is not None:
+            if len({str(c) for c in classes}) != len(classes) or len(classes) < 2:
+                raise ValueError(f"target.classes must list at least two distinct labels, got {classes}")
+            if len({type(c) for c in classes}) != 1:
+                raise ValueError(
+                    f"target.classes must all be of one type (all text, numbers or booleans): {classes}"
+                )
+            if self.task == "binary" and len(classes) != 2:
+                raise ValueError(f"task binary needs exactly two target.classes, got {len(classes)}")
+            if self.task == "multiclass" and len(classes) < 3:
+                raise ValueError(
+                    f"task multiclass needs three or more target.classes, got {len(classes)}; use binary"
+                )
+        if self.positive_class is not None:
+            if self.task == "multiclass":
+                raise ValueError("target.positive is for binary targets; a multiclass target has none")
+            if classes is not None and self.positive_class not in classes:
+                raise ValueError(
+                    f"target.positive {self.positive_class!r} is not one of target.classes {classes}"
+                )
+
+    @property
+    def derived_row_id(self) -> bool:
+        """Whether the rows have no id column of their own (the id is a hash of their features)."""
+        return self.id_column == ROW_ID
+
+    @property
+    def family(self) -> str:
+        """`classification` (binary, multiclass or either) or `regression`."""
+        return "classification" if self.is_classification else "regression"
+
+    @property
+    def is_classification(self) -> bool:
+        """Whether the task is binary, multiclass or classification (either, from the data)."""
+        return self.task in CLASSIFICATION_TASKS
+
     @property
     def columns(self) -> list[str]:
-        """All columns a training batch must have: id, features, target."""
-        return [self.id_column, *self.features, self.target]
+        """All columns a training batch must have: id, features, target (the derived id is added on reading)."""
+        return [*([] if self.derived_row_id else [self.id_column]), *self.features, self.target]
 
     def metric_higher_is_better(self, metric: str) -> bool:
         """Whether a larger value of `metric` is an improvement."""

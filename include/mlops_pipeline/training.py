@@ -20,7 +20,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlops_pipeline.spec import ModelSpec
 
-_LINEAR = {"logistic_regression", "ridge"}
+# Estimators that need scaled numbers (the linear ones).
+_LINEAR_PACKAGES = ("sklearn.linear_model.", "sklearn.svm.")
 
 
 def holdout_mask(ids: pd.Series, fraction: float, seed: int) -> np.ndarray:
@@ -63,17 +64,28 @@ def features_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
 
 
 def target_series(frame: pd.DataFrame, spec: ModelSpec) -> pd.Series:
-    """The target, as int labels (classification) or floats (regression)."""
-    values = pd.to_numeric(frame[spec.target], errors="raise")
-    return values.astype("int64") if spec.task == "classification" else values.astype("float64")
+    """The target: labels as they came, of the spec's label type (classification), or floats (regression)."""
+    from mlops_pipeline.targets import typed_target
+
+    return typed_target(frame[spec.target], spec)
 
 
 def build_pipeline(spec: ModelSpec) -> Pipeline:
+    """The one Pipeline that is trained and served: the spec's feature code (`pipeline:`) or the
+    preprocessing for its feature types, followed by the spec's estimator."""
+    if spec.pipeline is not None:
+        from mlops_pipeline.feature_code import build_from_factory
+
+        return build_from_factory(spec, make_estimator)
+    return default_pipeline(spec)
+
+
+def default_pipeline(spec: ModelSpec) -> Pipeline:
     """Preprocessing for the spec's feature types followed by the spec's estimator."""
     numeric = [name for name, f in spec.features.items() if f.type in NUMERIC_FEATURE_TYPES]
     categorical = [name for name, f in spec.features.items() if f.type == "category"]
     numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
-    if spec.estimator.kind in _LINEAR:
+    if spec.estimator.import_path(spec.family).startswith(_LINEAR_PACKAGES):
         numeric_steps.append(("scale", StandardScaler()))
     transformers: list[tuple[str, Any, list[str]]] = []
     if numeric:
@@ -94,30 +106,50 @@ def build_pipeline(spec: ModelSpec) -> Pipeline:
     return Pipeline([("preprocess", preprocess), ("model", make_estimator(spec))])
 
 
+def estimator_class(spec: ModelSpec) -> type:
+    """Import the spec's estimator class and check it can do the spec's task (ValueError naming why).
+
+    Checked here, at the start of training, not when the spec is parsed: importing scikit-learn
+    or LightGBM while the scheduler parses DAG files costs seconds per parse.
+    """
+    import importlib
+
+    from sklearn.base import is_classifier, is_regressor
+
+    path = spec.estimator.import_path(spec.family)
+    module_name, _, class_name = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"estimator {path!r} of {spec.name} cannot be imported: {exc}") from exc
+    try:
+        instance = found()
+    except TypeError as exc:
+        raise ValueError(
+            f"estimator {path!r} of {spec.name} cannot be built without arguments: {exc}"
+        ) from exc
+    if spec.is_classification and not is_classifier(instance):
+        raise ValueError(f"estimator {path!r} is not a classifier, but {spec.name} is a {spec.task} model")
+    if not spec.is_classification and not is_regressor(instance):
+        raise ValueError(f"estimator {path!r} is not a regressor, but {spec.name} is a regression model")
+    if spec.is_classification and not hasattr(instance, "predict_proba"):
+        raise ValueError(
+            f"estimator {path!r} has no predict_proba: scoring writes class probabilities and the gates"
+            " read them; choose a probabilistic classifier"
+        )
+    return found
+
+
 def make_estimator(spec: ModelSpec) -> Any:
     """The spec's estimator with its hyperparameters and the split seed as random_state."""
-    from sklearn.ensemble import (
-        HistGradientBoostingClassifier,
-        HistGradientBoostingRegressor,
-        RandomForestClassifier,
-        RandomForestRegressor,
-    )
-    from sklearn.linear_model import LogisticRegression, Ridge
-
-    classes: dict[tuple[str, str], Any] = {
-        ("hist_gradient_boosting", "classification"): HistGradientBoostingClassifier,
-        ("hist_gradient_boosting", "regression"): HistGradientBoostingRegressor,
-        ("random_forest", "classification"): RandomForestClassifier,
-        ("random_forest", "regression"): RandomForestRegressor,
-        ("logistic_regression", "classification"): LogisticRegression,
-        ("ridge", "regression"): Ridge,
-    }
-    estimator_class = classes[(spec.estimator.kind, spec.task)]
+    found = estimator_class(spec)
     params = dict(spec.estimator.params)
-    if "random_state" in estimator_class().get_params():
+    if "random_state" in found().get_params():
         params.setdefault("random_state", spec.split.seed)
+    if spec.estimator.package == "lightgbm":
+        params.setdefault("verbose", -1)  # LightGBM prints a line per warning otherwise, into task logs
     try:
-        return estimator_class(**params)
+        return found(**params)
     except TypeError as exc:
         raise ValueError(f"estimator.params of {spec.name}: {exc}") from exc
 
@@ -155,14 +187,17 @@ def train_model(clean: pd.DataFrame, spec: ModelSpec) -> TrainResult:
             f"{spec.name}: {len(clean)} clean rows give an empty train or holdout set; need more data"
         )
     y_train = target_series(split.train, spec)
-    if spec.task == "classification" and y_train.nunique() < 2:
-        raise ValueError(f"{spec.name}: training data has a single class ({y_train.iloc[0]}); cannot fit")
+    if spec.is_classification:
+        from mlops_pipeline.targets import classification_task
+
+        # TargetError is a ValueError: the step refuses the run once, naming the cause.
+        classification_task(spec, sorted(pd.unique(y_train).tolist()))
     pipeline = build_pipeline(spec)
     started = time.perf_counter()
     pipeline.fit(features_frame(split.train, spec), y_train)
     fit_seconds = time.perf_counter() - started
     params = {
-        "estimator": spec.estimator.kind,
+        "estimator": spec.estimator.label,
         **{f"estimator.{key}": value for key, value in spec.estimator.params.items()},
         "split.holdout_fraction": spec.split.holdout_fraction,
         "split.seed": spec.split.seed,

@@ -34,6 +34,7 @@ import pandas as pd
 from mlops_pipeline import layout
 from mlops_pipeline.spec import ModelSpec, Policy
 from mlops_pipeline.store import ObjectStore
+from mlops_pipeline.targets import canonical_label_text, canonical_text, typed_target
 from mlops_pipeline.training import NUMERIC_FEATURE_TYPES, features_frame
 
 REASONS_COLUMN = "_reasons"
@@ -188,7 +189,6 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
             )
         )
     if spec.target in present_columns:
-        target_pattern = _INTEGER_PATTERN if spec.task == "classification" else _NUMBER_PATTERN
         rules.append(
             Rule(
                 f"not_null:{spec.target}",
@@ -197,14 +197,30 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                 {"column": spec.target},
             )
         )
-        rules.append(
-            Rule(
-                f"type:{spec.target}",
-                default,
-                "expect_column_values_to_match_regex",
-                {"column": _text_column(spec.target), "regex": target_pattern},
+        if spec.target_classes:
+            # Labels as they come (text, integers, booleans), compared as canonical text.
+            rules.append(
+                Rule(
+                    f"allowed:{spec.target}",
+                    default,
+                    "expect_column_values_to_be_in_set",
+                    {
+                        "column": _text_column(spec.target),
+                        "value_set": [canonical_text(label) for label in spec.target_classes],
+                    },
+                )
             )
-        )
+        else:
+            # Without target.classes a classification target holds integer labels (targets.py).
+            target_pattern = _INTEGER_PATTERN if spec.is_classification else _NUMBER_PATTERN
+            rules.append(
+                Rule(
+                    f"type:{spec.target}",
+                    default,
+                    "expect_column_values_to_match_regex",
+                    {"column": _text_column(spec.target), "regex": target_pattern},
+                )
+            )
     for name, feature in spec.features.items():
         if name not in present_columns:
             continue
@@ -273,7 +289,10 @@ def _typed_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
             checked[name] = pd.to_numeric(text, errors="coerce").astype("float64")
     if spec.target in checked.columns:
         text = checked[spec.target]
-        checked[_text_column(spec.target)] = text.astype(object).where(text.notna(), None)
+        if spec.target_classes:
+            checked[_text_column(spec.target)] = canonical_label_text(text, spec)
+        else:
+            checked[_text_column(spec.target)] = text.astype(object).where(text.notna(), None)
     # One consolidated copy now: GX copies the frame for each metric, consolidating it every time.
     return checked.copy()
 
@@ -363,8 +382,7 @@ def _clean_columns(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     """Id, typed features and typed target of the rows that passed."""
     typed = features_frame(frame, spec)
     typed.insert(0, spec.id_column, frame[spec.id_column].astype(str))
-    target = pd.to_numeric(frame[spec.target], errors="coerce")
-    typed[spec.target] = target.astype("int64") if spec.task == "classification" else target.astype("float64")
+    typed[spec.target] = typed_target(frame[spec.target], spec).to_numpy()
     return typed.reset_index(drop=True)
 
 
@@ -408,9 +426,24 @@ def validate_frame(frame: pd.DataFrame, spec: ModelSpec, run_name: str = "valida
 
     share = len(quarantined_index) / len(source) if len(source) else 0.0
     if share > spec.validation.max_quarantine_share:
+        broken = sorted(
+            (r for r in results if r.violated and r.policy == "quarantine"), key=lambda r: -r.unexpected_count
+        )
+        named = "; ".join(
+            f"{r.name}: {r.unexpected_count} rows" + (f" ({r.detail})" if r.detail else "")
+            for r in broken[:3]
+        )
+        hint = ""
+        if spec.is_classification and any(r.name == f"type:{spec.target}" for r in broken):
+            hint = (
+                f". The labels of {spec.target} are not integers: list them in target.classes "
+                "(text, integers or booleans) to use them as they are"
+            )
         failures.append(
             f"{len(quarantined_index)} of {len(source)} rows ({share:.1%}) broke quarantine rules, "
             f"over the limit of {spec.validation.max_quarantine_share:.1%}"
+            + (f" (most: {named})" if named else "")
+            + hint
         )
     clean = pd.DataFrame()
     if not any(r.name.startswith("schema:") and r.violated for r in results):

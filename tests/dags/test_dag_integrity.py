@@ -24,7 +24,7 @@ HEAVY = ("sklearn", "mlflow", "great_expectations", "evidently", "pandas")
 # passes while parse-time I/O or a heavy import per DAG (seconds each) fails it.
 PARSE_BUDGET_50_SPECS_S = 12.0
 MODELS = sorted(path.stem for path in (REPO / "include" / "models").glob("*.yaml"))
-SCORED = ["churn"]  # the example specs with a scoring section
+SCORED = ["churn", "penguins"]  # the example specs with a scoring section
 EXPECTED_DAGS = {f"{m}__{kind}" for m in MODELS for kind in ("train", "rollback")} | {
     f"{m}__{kind}" for m in SCORED for kind in ("score", "monitor")
 }

@@ -104,7 +104,12 @@ def test_regression_metrics_have_known_values() -> None:
     metrics = compute_metrics(
         "regression", np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 6.0]), None
     )
-    assert metrics == pytest.approx({"rmse": 1.0, "mae": 0.5, "r2": 0.2})
+    assert metrics == pytest.approx({"rmse": 1.0, "mae": 0.5, "r2": 0.2, "mape": 0.125})
+
+
+def test_mape_is_left_out_when_a_true_value_is_zero() -> None:
+    metrics = compute_metrics("regression", np.array([0.0, 2.0]), np.array([1.0, 2.0]), None)
+    assert set(metrics) == {"rmse", "mae", "r2"}
 
 
 def test_classification_metrics_with_probabilities_have_known_values() -> None:
@@ -466,3 +471,63 @@ def test_the_report_is_strict_json_even_with_nan_metrics() -> None:
         report.to_json(), parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}")
     )
     assert parsed["passed"] is False
+
+
+# --- metrics per task against scikit-learn's own ---------------------------------------------------
+
+
+def test_multiclass_metrics_equal_sklearns_own() -> None:
+    """Every multiclass metric is scikit-learn's, computed on the labels as they came."""
+    from sklearn import metrics as m
+
+    rng = np.random.default_rng(3)
+    classes = ["Adelie", "Chinstrap", "Gentoo"]
+    y_true = rng.choice(classes, size=300)
+    proba = rng.dirichlet([1, 1, 1], size=300)
+    proba[np.arange(300), [classes.index(c) for c in y_true]] += 0.5
+    proba /= proba.sum(axis=1, keepdims=True)
+    y_pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    metrics = compute_metrics("multiclass", y_true, y_pred, proba, classes)
+    assert metrics == pytest.approx(
+        {
+            "accuracy": m.accuracy_score(y_true, y_pred),
+            "balanced_accuracy": m.balanced_accuracy_score(y_true, y_pred),
+            "f1_macro": m.f1_score(y_true, y_pred, average="macro"),
+            "f1_weighted": m.f1_score(y_true, y_pred, average="weighted"),
+            "roc_auc_ovr": m.roc_auc_score(y_true, proba, multi_class="ovr", labels=classes),
+            "log_loss": m.log_loss(y_true, proba, labels=classes),
+        },
+        abs=1e-12,
+    )
+
+
+def test_binary_metrics_of_text_labels_use_the_named_positive_class() -> None:
+    """With text labels, binary metrics are those of the positive class, as scikit-learn computes them."""
+    from sklearn import metrics as m
+
+    y_true = np.array(["yes", "no", "yes", "no", "yes"], dtype=object)
+    y_pred = np.array(["yes", "yes", "no", "no", "yes"], dtype=object)
+    proba = np.array([[0.2, 0.8], [0.4, 0.6], [0.7, 0.3], [0.9, 0.1], [0.1, 0.9]])  # columns: no, yes
+    metrics = compute_metrics("binary", y_true, y_pred, proba, ["no", "yes"], positive="yes")
+    is_yes = (y_true == "yes").astype(int)
+    assert metrics == pytest.approx(
+        {
+            "accuracy": m.accuracy_score(y_true, y_pred),
+            "f1": m.f1_score(y_true, y_pred, pos_label="yes"),
+            "precision": m.precision_score(y_true, y_pred, pos_label="yes"),
+            "recall": m.recall_score(y_true, y_pred, pos_label="yes"),
+            "roc_auc": m.roc_auc_score(is_yes, proba[:, 1]),
+            "log_loss": m.log_loss(is_yes, proba[:, 1]),
+        }
+    )
+    flipped = compute_metrics("binary", y_true, y_pred, proba, ["no", "yes"], positive="no")
+    assert flipped["recall"] == pytest.approx(m.recall_score(y_true, y_pred, pos_label="no"))
+
+
+def test_multiclass_roc_auc_is_left_out_when_a_class_is_absent() -> None:
+    """One-vs-rest ROC AUC needs every class among the true labels; the rest are still computed."""
+    proba = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1]])
+    metrics = compute_metrics(
+        "multiclass", np.array(["a", "b"]), np.array(["a", "b"]), proba, ["a", "b", "c"]
+    )
+    assert "roc_auc_ovr" not in metrics and metrics["accuracy"] == 1.0 and "log_loss" in metrics

@@ -77,10 +77,13 @@ def test_a_minimal_spec_loads_with_documented_defaults(tmp_path: Path) -> None:
     assert spec.columns == ["id", "x", "colour", "flag", "label"]
 
 
-def test_both_shipped_specs_load_without_errors() -> None:
+def test_the_shipped_specs_load_without_errors() -> None:
     catalog = load_specs(REPO / "include" / "models")
     assert catalog.errors == {}
-    assert sorted(catalog.specs) == ["churn", "diabetes"]
+    assert sorted(catalog.specs) == ["churn", "diabetes", "penguins"]
+    penguins = catalog.specs["penguins"]
+    assert penguins.task == "multiclass" and penguins.derived_row_id
+    assert penguins.target == "species" and penguins.target_classes == ["Adelie", "Chinstrap", "Gentoo"]
     churn, diabetes = catalog.specs["churn"], catalog.specs["diabetes"]
     assert churn.task == "classification"
     assert churn.estimator.kind == "hist_gradient_boosting"
@@ -379,3 +382,69 @@ def test_default_models_dir_is_the_checkout_folder_unless_configured(
     assert default_models_dir() == REPO / "include" / "models"
     monkeypatch.setenv("MLOPS_MODELS_DIR", str(tmp_path))
     assert default_models_dir() == tmp_path
+
+
+# --- tasks, labels and estimators --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "metric"),
+    [("binary", "f1_macro"), ("multiclass", "roc_auc"), ("multiclass", "f1"), ("regression", "accuracy")],
+)
+def test_a_metric_that_does_not_fit_the_task_is_refused_naming_it(
+    tmp_path: Path, task: str, metric: str
+) -> None:
+    """The spec validator refuses a gate metric of another task, naming the metric."""
+    estimator = {"kind": "ridge"} if task == "regression" else {"kind": "random_forest"}
+    message = spec_error(tmp_path, minimal(task=task, estimator=estimator, gates={"primary_metric": metric}))
+    assert f"metrics ['{metric}'] do not apply to {task}" in message
+
+
+def test_target_mapping_lists_text_classes_and_the_positive_one() -> None:
+    """`target: {column, classes, positive}` reads as the column plus the labels."""
+    spec = ModelSpec.model_validate(
+        minimal(task="binary", target={"column": "label", "classes": ["no", "yes"], "positive": "yes"})
+    )
+    assert (spec.target, spec.target_classes, spec.positive_class) == ("label", ["no", "yes"], "yes")
+
+
+@pytest.mark.parametrize(
+    ("task", "target", "problem"),
+    [
+        ("binary", {"column": "label", "classes": ["a", "b", "c"]}, "exactly two target.classes"),
+        ("multiclass", {"column": "label", "classes": ["a", "b"]}, "three or more target.classes"),
+        ("binary", {"column": "label", "classes": ["a", "b"], "positive": "c"}, "not one of target.classes"),
+        ("binary", {"column": "label", "classes": ["a", 1]}, "all be of one type"),
+        ("binary", {"label": "x"}, "takes `column` (required)"),
+    ],
+)
+def test_labels_that_cannot_work_are_refused(tmp_path: Path, task: str, target: dict, problem: str) -> None:
+    """Label lists that contradict the task are refused before any run."""
+    assert problem in spec_error(tmp_path, minimal(task=task, target=target))
+
+
+def test_an_estimator_by_import_path_must_come_from_a_package_skops_loads_safely(tmp_path: Path) -> None:
+    """Any sklearn or lightgbm class by import path; another package is refused with the reason."""
+    spec = ModelSpec.model_validate(minimal(estimator={"class": "sklearn.ensemble.ExtraTreesClassifier"}))
+    assert spec.estimator.import_path("classification") == "sklearn.ensemble.ExtraTreesClassifier"
+    message = spec_error(tmp_path, minimal(estimator={"class": "xgboost.XGBClassifier"}))
+    assert "xgboost.XGBClassifier" in message and "pickle (unsafe to load)" in message
+    both = spec_error(tmp_path, minimal(estimator={"kind": "random_forest", "class": "sklearn.svm.SVC"}))
+    assert "exactly one of `kind`" in both
+
+
+def test_a_feature_factory_whose_module_is_missing_is_a_located_error(tmp_path: Path) -> None:
+    """`pipeline:` naming a module that is not on the import path fails at parse, located."""
+    message = spec_error(tmp_path, minimal(pipeline="no_such_package.features:build"))
+    assert "  - pipeline: " in message and "no_such_package.features" in message
+    assert "pipeline: " in spec_error(tmp_path, minimal(pipeline="not a path"))
+
+
+def test_a_table_without_an_id_column_gets_a_derived_row_id() -> None:
+    """Without id_column the rows' id is derived; late labels, which need an id, are refused."""
+    data = minimal()
+    del data["id_column"]
+    spec = ModelSpec.model_validate(data)
+    assert spec.derived_row_id and spec.columns == ["x", "colour", "flag", "label"]
+    with pytest.raises(pydantic.ValidationError, match="late labels are joined to predictions by id"):
+        ModelSpec.model_validate({**data, "labels": {"uri": "labels/demo/ds={ds}/*.csv"}})

@@ -352,3 +352,72 @@ def test_a_single_class_cannot_be_fitted() -> None:
     frame = clean_frame(200).assign(label=1)
     with pytest.raises(ValueError, match=r"demo: training data has a single class \(1\)"):
         train_model(frame, make_spec())
+
+
+# --- any scikit-learn-compatible estimator, and your own feature code -----------------------------
+
+
+def class_spec(path: str, task: str = "classification", **extra: Any) -> ModelSpec:
+    data = make_spec().model_dump(by_alias=True)
+    data["estimator"] = {"class": path, "params": {}}
+    data["task"] = task
+    if task == "regression":
+        data["gates"] = {"primary_metric": "rmse"}
+    return ModelSpec.model_validate({**data, **extra})
+
+
+def test_an_estimator_by_import_path_is_built_with_its_params_and_seed() -> None:
+    """`estimator.class` imports that class, passes its params, seeds it with the split seed."""
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    spec = class_spec("sklearn.ensemble.ExtraTreesClassifier")
+    estimator = build_pipeline(spec).named_steps["model"]
+    assert isinstance(estimator, ExtraTreesClassifier) and estimator.random_state == 42
+
+
+def test_lightgbm_is_a_tested_option_that_fits_and_predicts_text_labels() -> None:
+    """LightGBM fits through the same pipeline and predicts the labels it was given."""
+    from lightgbm import LGBMClassifier
+
+    spec = class_spec("lightgbm.LGBMClassifier", target={"column": "label", "classes": ["no", "yes"]})
+    frame = clean_frame()
+    frame["label"] = np.where(frame["label"].astype(int) == 1, "yes", "no")
+    pipeline = train_model(frame, spec).pipeline
+    assert isinstance(pipeline.named_steps["model"], LGBMClassifier)
+    assert list(pipeline.classes_) == ["no", "yes"]
+    assert set(pipeline.predict(features_frame(frame, spec))) <= {"no", "yes"}
+
+
+@pytest.mark.parametrize(
+    ("path", "task", "problem"),
+    [
+        ("sklearn.ensemble.RandomForestRegressor", "classification", "is not a classifier"),
+        ("sklearn.ensemble.RandomForestClassifier", "regression", "is not a regressor"),
+        ("sklearn.svm.SVC", "classification", "has no predict_proba"),
+        ("sklearn.ensemble.NoSuchForest", "classification", "cannot be imported"),
+    ],
+)
+def test_an_estimator_that_cannot_do_the_task_is_refused_before_fitting(
+    path: str, task: str, problem: str
+) -> None:
+    """A class that cannot serve the task is refused at the start of training, naming why."""
+    with pytest.raises(ValueError, match=problem):
+        build_pipeline(class_spec(path, task))
+
+
+def test_your_own_feature_code_becomes_the_pipelines_preprocessing() -> None:
+    """`pipeline: module:function` builds the preprocessing; the spec's estimator follows it."""
+    from pathlib import Path
+
+    import palmerpenguins
+
+    from mlops_pipeline.spec import load_spec
+    from mlops_pipeline.training import features_frame as typed
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "include/models/penguins.yaml")
+    pipeline = build_pipeline(spec)
+    assert [name for name, _ in pipeline.steps] == ["preprocess", "model"]
+    assert type(pipeline.named_steps["preprocess"]).__module__.startswith("sklearn.compose")
+    frame = palmerpenguins.load_penguins()
+    pipeline.fit(typed(frame, spec), frame["species"])
+    assert pipeline.score(typed(frame, spec), frame["species"]) > 0.95

@@ -189,6 +189,8 @@ def ensure_example_data(store_dir: Path) -> str:
         DEFAULT_END,
         DIABETES_DS,
         DIABETES_LANDING,
+        PENGUINS_DS,
+        PENGUINS_LANDING,
         scoring_keys,
     )
     from mlops_pipeline.store import LocalStore
@@ -200,6 +202,7 @@ def ensure_example_data(store_dir: Path) -> str:
         scoring_keys(DEFAULT_END)[-1],
         f"{CHURN_LABELS}/ds={DEFAULT_END:%Y-%m-%d}/labels.csv",
         f"{DIABETES_LANDING}/ds={DIABETES_DS:%Y-%m-%d}/data.csv",
+        f"{PENGUINS_LANDING}/ds={PENGUINS_DS:%Y-%m-%d}/penguins.csv",
     )
     if all(store.exists(key) for key in wanted):
         return f"example data: already in {store.root_uri}"

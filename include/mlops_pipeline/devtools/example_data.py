@@ -48,6 +48,11 @@ SCORING_FILES_PER_DAY = 4
 # The true outcome of each customer scored on a day (the churn spec's labels.uri).
 CHURN_LABELS = "labels/churn"
 DIABETES_LANDING = "landing/diabetes"
+PENGUINS_LANDING = "landing/penguins"
+PENGUINS_INCOMING = "incoming/penguins"
+PENGUINS_DS = datetime.date(2026, 1, 1)
+# The day the same penguins are scored (a day after the training snapshot).
+PENGUINS_SCORING_DS = datetime.date(2026, 1, 2)
 
 CHURN_ID_COLUMN = "customer_id"
 CHURN_TARGET = "churned"
@@ -101,11 +106,13 @@ class ExampleDataSummary:
     diabetes_rows: int
     churn_uri: str
     diabetes_uri: str
+    penguins_rows: int = 0
+    penguins_uri: str = ""
 
     @property
     def total_rows(self) -> int:
-        """Rows written over both models."""
-        return self.churn_rows + self.diabetes_rows
+        """Rows written over all models."""
+        return self.churn_rows + self.diabetes_rows + self.penguins_rows
 
 
 def _rng(seed: int, ds: datetime.date) -> np.random.Generator:
@@ -279,6 +286,14 @@ def diabetes_frame() -> pd.DataFrame:
     return frame
 
 
+def penguins_frame() -> pd.DataFrame:
+    """The Palmer penguins table (344 penguins, three species; CC0), as the `palmerpenguins`
+    package ships it: text labels, missing values, categorical features and no id column."""
+    from palmerpenguins import load_penguins  # reads the CSV inside the package: no download
+
+    return load_penguins().reset_index(drop=True)
+
+
 def _csv_bytes(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
@@ -321,7 +336,8 @@ def write_example_data(
     Keys: `landing/churn/ds=YYYY-MM-DD/batch.csv` (training data with labels),
     `incoming/churn/ds=YYYY-MM-DD/part-NNN.parquet` (the same customers to score, without labels),
     `labels/churn/ds=YYYY-MM-DD/labels.csv` (their outcomes, for performance monitoring) and
-    `landing/diabetes/ds=2026-01-01/data.csv`. Each file
+    `landing/diabetes/ds=2026-01-01/data.csv`, `landing/penguins/ds=2026-01-01/penguins.csv` and the
+    same penguins without their species to score, `incoming/penguins/ds=2026-01-02/penguins.parquet`. Each file
     is replaced whole, with the same bytes on every run, so rerunning is harmless.
     """
     if end < start:
@@ -338,10 +354,18 @@ def write_example_data(
         churn_rows += len(frame)
     diabetes = diabetes_frame()
     store.write_bytes(f"{DIABETES_LANDING}/ds={DIABETES_DS:%Y-%m-%d}/data.csv", _csv_bytes(diabetes))
+    penguins = penguins_frame()
+    store.write_bytes(f"{PENGUINS_LANDING}/ds={PENGUINS_DS:%Y-%m-%d}/penguins.csv", _csv_bytes(penguins))
+    store.write_bytes(
+        f"{PENGUINS_INCOMING}/ds={PENGUINS_SCORING_DS:%Y-%m-%d}/penguins.parquet",
+        _parquet_bytes(penguins.drop(columns=["species"])),
+    )
     return ExampleDataSummary(
         dates=dates,
         churn_rows=churn_rows,
         diabetes_rows=len(diabetes),
         churn_uri=store.uri(CHURN_LANDING),
         diabetes_uri=store.uri(DIABETES_LANDING),
+        penguins_rows=len(penguins),
+        penguins_uri=store.uri(PENGUINS_LANDING),
     )

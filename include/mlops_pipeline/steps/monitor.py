@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from typing import Any, cast
+from typing import cast
 
 from mlops_pipeline import layout
 from mlops_pipeline.settings import get_settings
@@ -23,15 +23,6 @@ def _feature_kinds(spec: ModelSpec) -> dict[str, str]:
     return {name: ("cat" if f.type == "category" else "num") for name, f in spec.features.items()}
 
 
-def _prediction_frame(spec: ModelSpec, labels: Any, positive: Any) -> Any:
-    import pandas as pd
-
-    columns: dict[str, Any] = {"prediction": pd.Series(labels).astype(str)}
-    if positive is not None:
-        columns["proba_positive"] = pd.Series(positive, dtype="float64")
-    return pd.DataFrame(columns)
-
-
 def check(
     spec: ModelSpec, store: ObjectStore, end: date, window: int | None, dry_run: bool, run: RunInfo
 ) -> WindowChecked:
@@ -40,7 +31,6 @@ def check(
     from pathlib import Path
 
     import mlflow
-    import numpy as np
 
     from mlops_pipeline import drift, monitoring, registry
 
@@ -59,20 +49,7 @@ def check(
 
     # Prediction drift: the champion on its own training data versus what was published.
     output_drift = spec.drift.model_copy(update={"column_thresholds": {}, "column_methods": {}})
-    if spec.task == "classification":
-        probabilities = pipeline.predict_proba(reference)
-        reference_out = _prediction_frame(
-            spec, pipeline.classes_[np.argmax(probabilities, axis=1)], probabilities[:, -1]
-        )
-        positive = sorted(c for c in scored.columns if c.startswith("proba_"))[-1]
-        current_out = _prediction_frame(spec, scored["prediction"], scored[positive])
-        out_kinds = {"prediction": "cat", "proba_positive": "num"}
-    else:
-        reference_out = _prediction_frame(spec, pipeline.predict(reference), None).astype(
-            {"prediction": float}
-        )
-        current_out = _prediction_frame(spec, scored["prediction"], None).astype({"prediction": float})
-        out_kinds = {"prediction": "num"}
+    reference_out, current_out, out_kinds = monitoring.prediction_frames(spec, pipeline, reference, scored)
     prediction_report = drift.check_drift(reference_out, current_out, out_kinds, output_drift)
 
     labels = monitoring.read_labels(store, spec, [date.fromisoformat(d) for d in used])

@@ -357,7 +357,7 @@ def scoring_metrics(
         "rows_per_s": stats.rows_in / wall_seconds,
         "prediction_mean": stats.prediction_sum / scored,
     }
-    if spec.task == "classification":
+    if spec.is_classification:
         for label, count in stats.predicted_labels.items():
             metrics[f"predicted_share.{label}"] = count / scored
     else:

@@ -208,7 +208,7 @@ def test_the_diabetes_frame_passes_every_rule_of_its_spec(diabetes_spec: ModelSp
 # --- writing into a store ------------------------------------------------------------------------
 
 
-def test_write_example_data_writes_each_day_and_the_diabetes_file(tmp_path: Path) -> None:
+def test_write_example_data_writes_each_day_and_the_diabetes_and_penguins_files(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     start = datetime.date(2026, 3, 9)
     summary = ex.write_example_data(store, start=start, end=datetime.date(2026, 3, 11), rows_per_day=50)
@@ -218,6 +218,7 @@ def test_write_example_data_writes_each_day_and_the_diabetes_file(tmp_path: Path
     ]
     assert store.list() == [
         *[key.replace("ds=2026-03-9/", "ds=2026-03-09/") for key in scoring_inputs],
+        "incoming/penguins/ds=2026-01-02/penguins.parquet",
         "labels/churn/ds=2026-03-09/labels.csv",
         "labels/churn/ds=2026-03-10/labels.csv",
         "labels/churn/ds=2026-03-11/labels.csv",
@@ -225,7 +226,9 @@ def test_write_example_data_writes_each_day_and_the_diabetes_file(tmp_path: Path
         "landing/churn/ds=2026-03-10/batch.csv",
         "landing/churn/ds=2026-03-11/batch.csv",
         "landing/diabetes/ds=2026-01-01/data.csv",
+        "landing/penguins/ds=2026-01-01/penguins.csv",
     ]
+    assert summary.penguins_rows == 344
     # The customers to score on a day are that day's batch without its label, over four files.
     parts = [pd.read_parquet(io.BytesIO(store.read_bytes(key))) for key in scoring_inputs[4:8]]
     scoring = pd.concat(parts, ignore_index=True)
@@ -234,7 +237,7 @@ def test_write_example_data_writes_each_day_and_the_diabetes_file(tmp_path: Path
     )
     assert "churned" not in scoring.columns
     assert (scoring["data_usage_gb"] == "n/a").any()  # text defects survive as text in Parquet too
-    assert (summary.churn_rows, summary.diabetes_rows, summary.total_rows) == (150, 442, 592)
+    assert (summary.churn_rows, summary.diabetes_rows, summary.total_rows) == (150, 442, 150 + 442 + 344)
     assert summary.churn_uri == store.uri("landing/churn")
     assert summary.diabetes_uri == store.uri("landing/diabetes")
     written = store.read_bytes("landing/churn/ds=2026-03-10/batch.csv")
@@ -259,3 +262,11 @@ def test_write_example_data_refuses_an_end_before_the_start(tmp_path: Path) -> N
     with pytest.raises(ValueError, match=r"end \(2026-01-01\) is before start \(2026-01-02\)"):
         ex.write_example_data(store, start=datetime.date(2026, 1, 2), end=datetime.date(2026, 1, 1))
     assert store.list() == []
+
+
+def test_the_penguins_are_the_packages_real_table_without_an_id() -> None:
+    """The multiclass example is palmerpenguins' own table: 344 rows, text species, missing values."""
+    frame = ex.penguins_frame()
+    assert len(frame) == 344 and "id" not in frame.columns
+    assert sorted(frame["species"].unique()) == ["Adelie", "Chinstrap", "Gentoo"]
+    assert frame["sex"].isna().sum() == 11 and frame["bill_length_mm"].isna().sum() == 2
