@@ -183,6 +183,23 @@ def log_candidate(
             digest=snapshot.sha256[:36],
         )
         mlflow.log_input(dataset, context="training")
+        for candidate in result.search or []:
+            # Every candidate of the search, as a child run: its parameters and cross-validated score.
+            with mlflow.start_run(
+                experiment_id=experiment.experiment_id,
+                run_name=f"search candidate {candidate.rank}",
+                nested=True,
+                tags={**run_tags, "mlops.search_rank": str(candidate.rank)},
+            ):
+                mlflow.log_params(candidate.params)
+                mlflow.log_metrics(
+                    {
+                        f"cv_{spec.gates.primary_metric}": candidate.mean_score
+                        * (1 if spec.metric_higher_is_better(spec.gates.primary_metric) else -1),
+                        "cv_std": candidate.std_score,
+                        "rank": float(candidate.rank),
+                    }
+                )
         mlflow.set_tags(
             {
                 "code_version": code,

@@ -203,6 +203,41 @@ class EstimatorSpec(_Strict):
         return self.kind or str(self.class_path)
 
 
+class SearchSpec(_Strict):
+    """A hyperparameter search with scikit-learn's own search classes on the training rows.
+
+    Every candidate is logged to MLflow as a child run of the training run; the best one (by
+    the gates' primary metric, cross-validated) is refitted on all training rows and gated as usual.
+    """
+
+    method: Literal["grid", "random"] = "grid"
+    space: dict[str, list[Any]] = Field(
+        description="Estimator parameters and the values to try, e.g. {max_iter: [100, 200]}.", min_length=1
+    )
+    cv: int = Field(default=3, ge=2, le=10, description="Folds of the cross-validation.")
+    n_iter: int = Field(default=10, ge=1, le=200, description="Candidates a random search draws.")
+
+    @field_validator("space")
+    @classmethod
+    def _values(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if empty := [name for name, values in value.items() if not values]:
+            raise ValueError(f"search.space: {empty} have no values to try")
+        return value
+
+
+class TrainingSpec(_Strict):
+    """How the estimator is fitted: class imbalance and an optional hyperparameter search."""
+
+    class_weight: Literal["balanced"] | dict[str, float] | None = Field(
+        default=None,
+        description="Passed to estimators that take `class_weight` ('balanced', or label → weight).",
+    )
+    sample_weight_column: str | None = Field(
+        default=None, description="A numeric column of the data (not a feature) used as sample weights."
+    )
+    search: SearchSpec | None = None
+
+
 class SplitSpec(_Strict):
     """Deterministic holdout: a row's side is decided by a hash of its id and the seed."""
 
@@ -346,6 +381,7 @@ class ModelSpec(_Strict):
             " preprocessing (or the whole pipeline); the module lives in include/ (see the README)."
         ),
     )
+    training: TrainingSpec = TrainingSpec()
     split: SplitSpec = SplitSpec()
     validation: ValidationSpec = ValidationSpec()
     gates: GateSpec
@@ -417,6 +453,20 @@ class ModelSpec(_Strict):
             raise ValueError(
                 "labels: late labels are joined to predictions by id; a table without id_column has none"
             )
+        if (weights := self.training.sample_weight_column) is not None and weights in {
+            *self.features,
+            self.target,
+            self.id_column,
+        }:
+            raise ValueError(
+                f"training.sample_weight_column {weights!r} must not be a feature, the id or the target"
+            )
+        if self.training.class_weight is not None and not self.is_classification:
+            raise ValueError("training.class_weight is for classification tasks")
+        if self.training.search is not None and (
+            unknown := set(self.training.search.space) & {"random_state"}
+        ):
+            raise ValueError(f"training.search.space: {sorted(unknown)} is set from split.seed")
         reserved = {self.id_column, self.target}
         if self.id_column == self.target:
             raise ValueError("id_column and target must be different columns")
@@ -487,8 +537,10 @@ class ModelSpec(_Strict):
 
     @property
     def columns(self) -> list[str]:
-        """All columns a training batch must have: id, features, target (the derived id is added on reading)."""
-        return [*([] if self.derived_row_id else [self.id_column]), *self.features, self.target]
+        """All columns a training batch must have: id, features, target, sample weights if named
+        (the derived id is added on reading)."""
+        weights = [self.training.sample_weight_column] if self.training.sample_weight_column else []
+        return [*([] if self.derived_row_id else [self.id_column]), *self.features, self.target, *weights]
 
     def metric_higher_is_better(self, metric: str) -> bool:
         """Whether a larger value of `metric` is an improvement."""

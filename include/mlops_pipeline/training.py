@@ -148,6 +148,13 @@ def make_estimator(spec: ModelSpec) -> Any:
         params.setdefault("random_state", spec.split.seed)
     if spec.estimator.package == "lightgbm":
         params.setdefault("verbose", -1)  # LightGBM prints a line per warning otherwise, into task logs
+    if spec.training.class_weight is not None:
+        if "class_weight" not in found().get_params():
+            raise ValueError(
+                f"training.class_weight of {spec.name}: {spec.estimator.label} takes no class_weight;"
+                " use training.sample_weight_column instead"
+            )
+        params.setdefault("class_weight", spec.training.class_weight)
     try:
         return found(**params)
     except TypeError as exc:
@@ -169,6 +176,16 @@ def split_frame(frame: pd.DataFrame, spec: ModelSpec) -> SplitFrames:
 
 
 @dataclass(frozen=True)
+class SearchCandidate:
+    """One candidate of a hyperparameter search: its parameters and cross-validated score."""
+
+    params: dict[str, Any]
+    mean_score: float
+    std_score: float
+    rank: int
+
+
+@dataclass(frozen=True)
 class TrainResult:
     """A fitted pipeline and what it was fitted on."""
 
@@ -177,6 +194,75 @@ class TrainResult:
     holdout_rows: int
     fit_seconds: float
     params: dict[str, Any]
+    search: list[SearchCandidate] | None = None
+
+
+def _primary_scorer(spec: ModelSpec) -> Any:
+    """The gates' primary metric as a scikit-learn scorer (greater is better), computed by our own
+    metric functions so that the search ranks candidates as the gates will judge them."""
+    from mlops_pipeline.evaluation import classification_metrics, regression_metrics
+    from mlops_pipeline.targets import positive_label
+
+    metric = spec.gates.primary_metric
+    sign = 1.0 if spec.metric_higher_is_better(metric) else -1.0
+
+    def score(estimator: Any, features: pd.DataFrame, y_true: pd.Series) -> float:
+        y_pred = estimator.predict(features)
+        if not spec.is_classification:
+            values = regression_metrics(np.asarray(y_true), y_pred)
+        else:
+            classes = list(estimator.classes_)
+            positive = positive_label(spec, classes) if len(classes) == 2 else None
+            values = classification_metrics(
+                np.asarray(y_true), y_pred, estimator.predict_proba(features), classes, positive
+            )
+        return sign * values.get(metric, float("nan"))
+
+    return score
+
+
+def _fit_kwargs(spec: ModelSpec, train: pd.DataFrame) -> dict[str, Any]:
+    weights = spec.training.sample_weight_column
+    return {} if weights is None else {"model__sample_weight": train[weights].to_numpy(dtype="float64")}
+
+
+def _search(
+    spec: ModelSpec, pipeline: Pipeline, features: pd.DataFrame, y: pd.Series, fit_kwargs: dict[str, Any]
+) -> tuple[Pipeline, list[SearchCandidate]]:
+    """scikit-learn's own search over the spec's space; the best candidate refitted on all training rows."""
+    from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+
+    search_spec = spec.training.search
+    assert search_spec is not None
+    space = {f"model__{name}": values for name, values in search_spec.space.items()}
+    common: dict[str, Any] = {
+        "scoring": _primary_scorer(spec),
+        "cv": search_spec.cv,
+        "refit": True,
+        "n_jobs": 1,
+        "error_score": "raise",
+    }
+    if search_spec.method == "grid":
+        searcher: Any = GridSearchCV(pipeline, space, **common)
+    else:
+        searcher = RandomizedSearchCV(
+            pipeline, space, n_iter=search_spec.n_iter, random_state=spec.split.seed, **common
+        )
+    try:
+        searcher.fit(features, y, **fit_kwargs)
+    except ValueError as exc:
+        raise ValueError(f"training.search of {spec.name}: {exc}") from exc
+    results = searcher.cv_results_
+    candidates = [
+        SearchCandidate(
+            params={name.removeprefix("model__"): value for name, value in params.items()},
+            mean_score=float(results["mean_test_score"][index]),
+            std_score=float(results["std_test_score"][index]),
+            rank=int(results["rank_test_score"][index]),
+        )
+        for index, params in enumerate(results["params"])
+    ]
+    return searcher.best_estimator_, candidates
 
 
 def train_model(clean: pd.DataFrame, spec: ModelSpec) -> TrainResult:
@@ -193,14 +279,29 @@ def train_model(clean: pd.DataFrame, spec: ModelSpec) -> TrainResult:
         # TargetError is a ValueError: the step refuses the run once, naming the cause.
         classification_task(spec, sorted(pd.unique(y_train).tolist()))
     pipeline = build_pipeline(spec)
+    features = features_frame(split.train, spec)
+    fit_kwargs = _fit_kwargs(spec, split.train)
+    candidates = None
     started = time.perf_counter()
-    pipeline.fit(features_frame(split.train, spec), y_train)
+    if spec.training.search is not None:
+        pipeline, candidates = _search(spec, pipeline, features, y_train, fit_kwargs)
+    else:
+        pipeline.fit(features, y_train, **fit_kwargs)
     fit_seconds = time.perf_counter() - started
+    chosen = dict(spec.estimator.params)
+    if candidates:
+        chosen |= next(c.params for c in candidates if c.rank == 1)
     params = {
         "estimator": spec.estimator.label,
-        **{f"estimator.{key}": value for key, value in spec.estimator.params.items()},
+        **{f"estimator.{key}": value for key, value in chosen.items()},
         "split.holdout_fraction": spec.split.holdout_fraction,
         "split.seed": spec.split.seed,
+        **({"training.class_weight": str(spec.training.class_weight)} if spec.training.class_weight else {}),
+        **(
+            {"training.sample_weight_column": spec.training.sample_weight_column}
+            if spec.training.sample_weight_column
+            else {}
+        ),
     }
     return TrainResult(
         pipeline=pipeline,
@@ -208,4 +309,5 @@ def train_model(clean: pd.DataFrame, spec: ModelSpec) -> TrainResult:
         holdout_rows=len(split.holdout),
         fit_seconds=fit_seconds,
         params=params,
+        search=candidates,
     )

@@ -269,6 +269,32 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                     {"column": name, "value_set": list(feature.allowed or [])},
                 )
             )
+    weights = spec.training.sample_weight_column
+    if weights is not None and weights in present_columns:
+        rules.append(
+            Rule(
+                f"not_null:{weights}",
+                default,
+                "expect_column_values_to_not_be_null",
+                {"column": _text_column(weights)},
+            )
+        )
+        rules.append(
+            Rule(
+                f"type:{weights}",
+                default,
+                "expect_column_values_to_match_regex",
+                {"column": _text_column(weights), "regex": _NUMBER_PATTERN},
+            )
+        )
+        rules.append(
+            Rule(
+                f"range:{weights}",
+                default,
+                "expect_column_values_to_be_between",
+                {"column": weights, "min_value": 0},
+            )
+        )
     for index, extra in enumerate(spec.validation.extra_expectations):
         rules.append(Rule(f"extra:{index}:{extra.type}", extra.policy, extra.type, dict(extra.kwargs)))
     return rules
@@ -287,6 +313,11 @@ def _typed_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
             checked[name] = lowered.map({"true": 1.0, "1": 1.0, "false": 0.0, "0": 0.0})
         else:
             checked[name] = pd.to_numeric(text, errors="coerce").astype("float64")
+    weights = spec.training.sample_weight_column
+    if weights is not None and weights in checked.columns:
+        text = checked[weights]
+        checked[_text_column(weights)] = text.astype(object).where(text.notna(), None)
+        checked[weights] = pd.to_numeric(text, errors="coerce").astype("float64")
     if spec.target in checked.columns:
         text = checked[spec.target]
         if spec.target_classes:
@@ -383,6 +414,8 @@ def _clean_columns(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     typed = features_frame(frame, spec)
     typed.insert(0, spec.id_column, frame[spec.id_column].astype(str))
     typed[spec.target] = typed_target(frame[spec.target], spec).to_numpy()
+    if (weights := spec.training.sample_weight_column) is not None:
+        typed[weights] = pd.to_numeric(frame[weights], errors="coerce").astype("float64").to_numpy()
     return typed.reset_index(drop=True)
 
 

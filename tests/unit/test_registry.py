@@ -197,3 +197,40 @@ def test_a_reordered_spec_or_a_missing_signature_is_refused(
         registry.check_signature(signature, ModelSpec.model_validate(data), candidate.model_uri)
     with pytest.raises(registry.SignatureMismatch, match="has no input signature"):
         registry.check_signature(None, spec, candidate.model_uri)
+
+
+def test_every_search_candidate_is_a_child_run_and_the_best_one_is_logged(client, spec: ModelSpec) -> None:
+    """A hyperparameter search logs each candidate as a child run; the parent holds the best params."""
+    searched = ModelSpec.model_validate(
+        {
+            **spec.model_dump(),
+            "training": {"search": {"method": "grid", "space": {"alpha": [0.01, 100.0]}, "cv": 2}},
+        }
+    )
+    clean = diabetes_frame()
+    result = train_model(clean, searched)
+    assert result.search is not None and len(result.search) == 2
+    snapshot = SnapshotManifest(
+        "diabetes",
+        "2026-01-01",
+        "2026-01-01",
+        1,
+        len(clean),
+        list(clean.columns),
+        "cd" * 32,
+        "file:///data/snapshot.csv",
+        [],
+        [],
+    )
+    logged = registry.log_candidate(
+        result, searched, snapshot, clean, {}, run_tags={"airflow.dag_id": "diabetes__train"}, code="c"
+    )
+    parent = client.get_run(logged.run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{logged.run_id}'"
+    )
+    assert sorted(run.data.params["alpha"] for run in children) == ["0.01", "100.0"]
+    best = next(c for c in result.search if c.rank == 1)
+    assert parent.data.params["estimator.alpha"] == str(best.params["alpha"])
+    assert {run.data.metrics["rank"] for run in children} == {1.0, 2.0}
+    assert all(f"cv_{searched.gates.primary_metric}" in run.data.metrics for run in children)

@@ -421,3 +421,58 @@ def test_your_own_feature_code_becomes_the_pipelines_preprocessing() -> None:
     frame = palmerpenguins.load_penguins()
     pipeline.fit(typed(frame, spec), frame["species"])
     assert pipeline.score(typed(frame, spec), frame["species"]) > 0.95
+
+
+def test_class_weight_is_passed_to_the_estimator_and_refused_where_it_does_not_apply() -> None:
+    """`training.class_weight` reaches estimators that take it; others are refused naming the way out."""
+    data = make_spec("random_forest").model_dump(by_alias=True)
+    weighted = ModelSpec.model_validate({**data, "training": {"class_weight": "balanced"}})
+    assert build_pipeline(weighted).named_steps["model"].class_weight == "balanced"
+    boosted = ModelSpec.model_validate(
+        {
+            **make_spec("hist_gradient_boosting").model_dump(by_alias=True),
+            "training": {"class_weight": "balanced"},
+        }
+    )
+    assert build_pipeline(boosted).named_steps["model"].class_weight == "balanced"
+    data["estimator"] = {"class": "sklearn.neighbors.KNeighborsClassifier", "params": {}}
+    with pytest.raises(ValueError, match=r"takes no class_weight; use training\.sample_weight_column"):
+        build_pipeline(ModelSpec.model_validate({**data, "training": {"class_weight": "balanced"}}))
+
+
+def test_sample_weights_from_a_column_change_the_fit() -> None:
+    """`training.sample_weight_column` weights the fit: weighting one class up moves the predictions."""
+    data = make_spec("logistic_regression").model_dump(by_alias=True)
+    spec = ModelSpec.model_validate({**data, "training": {"sample_weight_column": "w"}})
+    frame = clean_frame(rows=600)
+    frame["w"] = 1.0
+    plain = train_model(frame, spec).pipeline
+    frame["w"] = np.where(frame["label"].astype(int) == 1, 20.0, 1.0)
+    weighted = train_model(frame, spec).pipeline
+    features = features_frame(frame, spec)
+    assert weighted.predict(features).mean() > plain.predict(features).mean()
+    assert spec.columns[-1] == "w"
+
+
+def test_a_search_ranks_candidates_by_the_gates_primary_metric() -> None:
+    """The search's scorer is the primary metric as the gates compute it; the best is refitted."""
+    data = make_spec("random_forest").model_dump(by_alias=True)
+    spec = ModelSpec.model_validate(
+        {
+            **data,
+            "training": {
+                "search": {
+                    "method": "random",
+                    "space": {"max_depth": [1, 2, 6], "n_estimators": [5, 20]},
+                    "cv": 3,
+                    "n_iter": 4,
+                }
+            },
+        }
+    )
+    result = train_model(clean_frame(rows=500), spec)
+    assert result.search is not None and len(result.search) == 4
+    best = min(result.search, key=lambda c: c.rank)
+    assert best.mean_score == max(c.mean_score for c in result.search)
+    assert result.pipeline.named_steps["model"].max_depth == best.params["max_depth"]
+    assert result.params["estimator.max_depth"] == best.params["max_depth"]
