@@ -406,6 +406,8 @@ class ModelSpec(_Strict):
                     "target: a mapping takes `column` (required), `classes` and `positive`"
                     + (f"; unknown: {sorted(unknown)}" if unknown else "")
                 )
+            if spelled := {"target_classes", "positive_class"} & set(data):
+                raise ValueError(f"give the labels in the target mapping only, not also as {sorted(spelled)}")
             data = {**data, "target": target["column"]}
             if "classes" in target:
                 data["target_classes"] = target["classes"]
@@ -515,7 +517,10 @@ class ModelSpec(_Strict):
         if self.positive_class is not None:
             if self.task == "multiclass":
                 raise ValueError("target.positive is for binary targets; a multiclass target has none")
-            if classes is not None and self.positive_class not in classes:
+            # Compared by type too: True == 1 in Python, but a boolean is not the label 1.
+            if classes is not None and not any(
+                type(label) is type(self.positive_class) and label == self.positive_class for label in classes
+            ):
                 raise ValueError(
                     f"target.positive {self.positive_class!r} is not one of target.classes {classes}"
                 )

@@ -94,6 +94,10 @@ def classification_task(spec: ModelSpec, classes: list[Any]) -> str:
     if len(classes) < 2:
         raise TargetError(f"{spec.name}: training data has a single class ({classes[0]!r}); cannot fit")
     found = "binary" if len(classes) == 2 else "multiclass"
+    if found == "multiclass" and spec.positive_class is not None:
+        raise TargetError(
+            f"{spec.name}: target.positive is for binary targets, but the training data holds {len(classes)} classes"
+        )
     if spec.task in ("binary", "multiclass") and spec.task != found:
         raise TargetError(
             f"{spec.name}: the spec says task {spec.task}, but the training data holds {len(classes)} classes "

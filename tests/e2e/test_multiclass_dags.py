@@ -95,3 +95,55 @@ def test_monitoring_checks_the_predictions_per_class(champion: str, pipeline_env
     summary = json.loads(pipeline_env.read_bytes(layout.monitoring_summary_key("penguins", monitored.run_id)))
     checked = {column["column"] for column in summary["prediction_drift"]["columns"]}
     assert checked == {"prediction", *(f"proba_{s}" for s in SPECIES)}
+
+
+def test_a_binary_model_with_yes_no_labels_predicts_them_with_the_named_positive_class(
+    pipeline_env: LocalStore, client: MlflowClient, tmp_path, monkeypatch
+) -> None:
+    """A churn table whose target says "yes"/"no": trained, gated on the "yes" class, scored in words."""
+    import shutil
+
+    import yaml
+    from dag_runs import REPO
+
+    from mlops_pipeline.devtools.example_data import CHURN_TARGET, churn_batch, churn_scoring_batch
+
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "include" / "models", models)
+    spec = yaml.safe_load((REPO / "include" / "models" / "churn.yaml").read_text())
+    spec |= {
+        "name": "churn_words",
+        "task": "binary",
+        "target": {"column": CHURN_TARGET, "classes": ["no", "yes"], "positive": "yes"},
+        "source": {"uri": "landing/churn_words/ds={ds}/*.csv", "format": "csv", "window_days": 7},
+        "scoring": {"input": {"uri": "incoming/churn_words/ds={ds}/*.parquet", "format": "parquet"}},
+        "labels": None,
+    }
+    (models / "churn_words.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    monkeypatch.setenv("MLOPS_MODELS_DIR", str(models))
+    from datetime import date, timedelta
+
+    for offset in range(7):
+        day = date(2026, 2, 22) + timedelta(days=offset)
+        frame = churn_batch(day)
+        frame[CHURN_TARGET] = frame[CHURN_TARGET].map({0: "no", 1: "yes"})
+        pipeline_env.write_bytes(
+            f"landing/churn_words/ds={day}/batch.csv", frame.to_csv(index=False).encode()
+        )
+    import io
+
+    buffer = io.BytesIO()
+    churn_scoring_batch(date(2026, 3, 1)).to_parquet(buffer, index=False)
+    pipeline_env.write_bytes("incoming/churn_words/ds=2026-03-01/part-0.parquet", buffer.getvalue())
+
+    run = run_dag("churn_words__train", {"as_of": "2026-02-28"})
+    assert run.state == "success", run.tasks
+    version = client.get_model_version_by_alias("churn_words", "champion")
+    metrics = client.get_run(version.run_id).data.metrics
+    assert metrics["holdout_roc_auc"] > 0.75 and "holdout_recall" in metrics
+
+    scored = run_dag("churn_words__score", {"ds": "2026-03-01"})
+    assert scored.state == "success", scored.tasks
+    table = read_partition(pipeline_env, "churn_words", "2026-03-01")
+    assert table is not None and set(table.column("prediction").to_pylist()) <= {"no", "yes"}
+    assert [n for n in table.column_names if n.startswith("proba_")] == ["proba_no", "proba_yes"]

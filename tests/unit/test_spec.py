@@ -448,3 +448,19 @@ def test_a_table_without_an_id_column_gets_a_derived_row_id() -> None:
     assert spec.derived_row_id and spec.columns == ["x", "colour", "flag", "label"]
     with pytest.raises(pydantic.ValidationError, match="late labels are joined to predictions by id"):
         ModelSpec.model_validate({**data, "labels": {"uri": "labels/demo/ds={ds}/*.csv"}})
+
+
+def test_a_positive_label_of_another_type_is_refused() -> None:
+    """`positive: true` is not the label 1 (True == 1 in Python, not in the data)."""
+    with pytest.raises(pydantic.ValidationError, match=r"is not one of target\.classes"):
+        ModelSpec.model_validate(
+            minimal(task="binary", target={"column": "label", "classes": [0, 1], "positive": True})
+        )
+
+
+def test_labels_given_twice_are_refused() -> None:
+    """The labels have one spelling: the target mapping (not also the flat field)."""
+    with pytest.raises(pydantic.ValidationError, match="in the target mapping only"):
+        ModelSpec.model_validate(
+            minimal(target={"column": "label", "classes": ["a", "b"]}, target_classes=["c", "d"])
+        )

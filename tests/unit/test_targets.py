@@ -111,3 +111,10 @@ def test_a_fitted_model_returns_the_labels_as_they_came() -> None:
     assert list(model.classes_) == ["Adelie", "Chinstrap", "Gentoo"]
     assert set(model.predict(x)) <= {"Adelie", "Chinstrap", "Gentoo"}
     assert (model.predict(x) == y).mean() > 0.9
+
+
+def test_a_positive_class_with_three_classes_in_the_data_is_refused() -> None:
+    """`classification` with target.positive refuses data that turns out multiclass."""
+    named = spec(target={"column": "label", "classes": ["a", "b", "c"], "positive": "a"})
+    with pytest.raises(TargetError, match=r"target\.positive is for binary targets"):
+        classification_task(named, ["a", "b", "c"])

@@ -42,10 +42,14 @@ def ingest(spec: ModelSpec, store: ObjectStore, as_of: date, window_days: int | 
 def validate(spec: ModelSpec, store: ObjectStore, manifest: Snapshot, run: RunInfo) -> Validated:
     """Validate the snapshot with Great Expectations; publish results, quarantine, and the clean rows."""
     from mlops_pipeline.ingest import read_snapshot
+    from mlops_pipeline.targets import TargetError
     from mlops_pipeline.validation import publish_validation, validate_frame
 
     snapshot = SnapshotManifest(**manifest)
-    outcome = validate_frame(read_snapshot(store, snapshot), spec)
+    try:
+        outcome = validate_frame(read_snapshot(store, snapshot), spec)
+    except TargetError as exc:  # labels a `warn` policy let through, which the model cannot use
+        raise StepRejected(f"validation of {snapshot.data_uri}: {exc}") from exc
     artifacts = publish_validation(outcome, store, spec.name, run.dag_run_id)
     summary: dict[str, Any] = {
         "passed": outcome.passed,
