@@ -121,3 +121,57 @@ def test_late_labels_join_predictions_per_version(churn, tmp_path: Path) -> None
 
 def test_no_labels_yet_is_an_empty_frame(churn, tmp_path: Path) -> None:
     assert monitoring.read_labels(LocalStore(tmp_path), churn, [date(2026, 4, 1)]).empty
+
+
+def test_live_performance_of_text_labels_is_computed_per_class_and_version() -> None:
+    """Late text labels join the published rows; multiclass metrics read each class's column."""
+    from sklearn import metrics as m
+
+    from mlops_pipeline.spec import ModelSpec
+
+    spec = ModelSpec.model_validate(
+        {
+            "name": "birds",
+            "task": "multiclass",
+            "source": {"uri": "landing/birds/ds={ds}/*.csv"},
+            "id_column": "bird",
+            "target": {"column": "species", "classes": ["Gentoo", "Adelie", "Chinstrap"]},
+            "features": {"x": {"type": "number"}},
+            "estimator": {"kind": "random_forest"},
+            "gates": {"primary_metric": "f1_macro", "floors": {"f1_macro": 0.9}},
+        }
+    )
+    proba = [
+        [0.7, 0.2, 0.1],
+        [0.1, 0.8, 0.1],
+        [0.2, 0.2, 0.6],
+        [0.5, 0.4, 0.1],
+        [0.1, 0.3, 0.6],
+        [0.3, 0.3, 0.4],
+    ]
+    published = pd.DataFrame(
+        {
+            "id": [f"b{i}" for i in range(6)],
+            "prediction": ["Adelie", "Chinstrap", "Gentoo", "Adelie", "Gentoo", "Gentoo"],
+            "proba_Adelie": [p[0] for p in proba],
+            "proba_Chinstrap": [p[1] for p in proba],
+            "proba_Gentoo": [p[2] for p in proba],
+            "model_version": ["1", "1", "1", "2", "2", "2"],
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            "id": [f"b{i}" for i in range(6)],
+            "species": ["Adelie", "Chinstrap", "Gentoo", "Chinstrap", "Gentoo", "Adelie"],
+        }
+    )
+    performance = monitoring.performance_by_version(published, labels, spec)
+    assert performance["1"]["f1_macro"] == 1.0 and performance["1"]["labelled_rows"] == 3.0
+    truth = labels["species"][3:].to_numpy()
+    assert performance["2"]["accuracy"] == pytest.approx(m.accuracy_score(truth, published["prediction"][3:]))
+    assert performance["2"]["log_loss"] == pytest.approx(
+        m.log_loss(truth, proba[3:], labels=["Adelie", "Chinstrap", "Gentoo"])
+    )
+    assert monitoring.below_floors(performance, spec) == [
+        f"v2 f1_macro={performance['2']['f1_macro']:.3f} (floor 0.9)"
+    ]

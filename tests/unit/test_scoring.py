@@ -603,3 +603,22 @@ def test_the_arrow_way_gives_the_bytes_of_the_pandas_way(
     else:
         assert arrow_way.stats.rows_scored == 300 and not arrow_held.exists()
     assert arrow_way.stats.warned_by_rule["range:age"] == 1
+
+
+def test_shadow_agreement_of_three_classes_is_the_total_variation_distance() -> None:
+    """With more than two classes, agreement compares whole probability vectors (half their L1 distance)."""
+    from mlops_pipeline.scoring import Agreement, Predictions
+
+    primary = Predictions(np.array(["a", "b"]), np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]]))
+    shadow = Predictions(np.array(["a", "c"]), np.array([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5]]))
+    agreement = Agreement()
+    agreement.add(primary, shadow)
+    assert agreement.summary() == pytest.approx(
+        {"rows": 2, "label_agreement": 0.5, "mean_abs_diff": (0.1 + 0.2) / 2}
+    )
+    # Two classes: the same number as the positive class's |p - q|, as before.
+    binary = Agreement()
+    binary.add(
+        Predictions(np.array([1]), np.array([[0.3, 0.7]])), Predictions(np.array([1]), np.array([[0.4, 0.6]]))
+    )
+    assert binary.summary()["mean_abs_diff"] == pytest.approx(0.1)
