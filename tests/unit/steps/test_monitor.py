@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -20,20 +19,19 @@ import pandas as pd
 import pytest
 
 from mlops_pipeline import layout, monitoring, registry, steps
-from mlops_pipeline.devtools.example_data import DRIFT_START, write_example_data
+from mlops_pipeline.devtools.example_data import DRIFT_START
 from mlops_pipeline.layout import PREDICTIONS
 from mlops_pipeline.predictions import read_manifest, read_partition
-from mlops_pipeline.settings import get_settings
-from mlops_pipeline.spec import ModelSpec, load_spec
+from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.steps import monitor as monitor_steps
 from mlops_pipeline.steps import score as score_steps
-from mlops_pipeline.steps import train as train_steps
 from mlops_pipeline.steps.results import WindowChecked
 from mlops_pipeline.store import LocalStore
 
+from .champions import train_quick_champion
+
 REPO = Path(__file__).resolve().parents[3]
 ROWS_PER_DAY = 800
-AS_OF = datetime.date(2026, 2, 28)  # the champion is trained on the 7 days ending here
 MINOR_DEFECT_DAY = datetime.date(2026, 2, 14)  # 8 of 800 rows quarantined by scoring
 STABLE_DAYS = [datetime.date(2026, 3, d) for d in (1, 2, 3)]
 DRIFT_DAYS = [DRIFT_START + datetime.timedelta(days=d) for d in range(3)]
@@ -42,45 +40,20 @@ DRIFTING = {"monthly_charges", "region", "plan"}
 
 
 @pytest.fixture(scope="module")
-def churn() -> ModelSpec:
-    return load_spec(REPO / "include/models/churn.yaml")
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, monkeypatch_module) -> Iterator[LocalStore]:
-    """A file store with the example data and a SQLite MLflow, both in a temp dir, and the tasks' settings."""
-    import mlflow
-
-    root = tmp_path_factory.mktemp("monitor-steps")
-    store = LocalStore(root / "store")
-    write_example_data(store, start=datetime.date(2026, 2, 22), end=STABLE_DAYS[-1])
-    write_example_data(store, start=MINOR_DEFECT_DAY, end=MINOR_DEFECT_DAY)
-    write_example_data(store, start=DRIFT_DAYS[0], end=DRIFT_DAYS[-1])
-    monkeypatch_module.chdir(root)
-    monkeypatch_module.setenv("MLOPS_STORE_URI", store.root_uri)
-    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-    monkeypatch_module.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    monkeypatch_module.delenv("MLOPS_EVIDENTLY_WORKSPACE", raising=False)
-    get_settings.cache_clear()
-    registry.connect(f"sqlite:///{root}/mlflow.db")
-    mlflow.create_experiment("churn", artifact_location=(root / "artifacts").as_uri())
-    yield store
-    get_settings.cache_clear()
-    mlflow.set_tracking_uri(None)
+def store(example_store) -> LocalStore:
+    """The example data of the champion's window, the monitored days and the drift episode, with MLflow."""
+    return example_store(
+        "monitor-steps",
+        (datetime.date(2026, 2, 22), STABLE_DAYS[-1]),
+        (MINOR_DEFECT_DAY, MINOR_DEFECT_DAY),
+        (DRIFT_DAYS[0], DRIFT_DAYS[-1]),
+    )
 
 
 @pytest.fixture(scope="module")
 def scored(churn: ModelSpec, store: LocalStore) -> dict[str, dict[str, Any]]:
     """A promoted champion and the published predictions of the monitored days; `publish` per day."""
-    # Fewer boosting rounds than the spec's 200: the same features and gates, a fraction of the time.
-    params = {**churn.estimator.params, "max_iter": 40}
-    quick = churn.model_copy(update={"estimator": churn.estimator.model_copy(update={"params": params})})
-    run = steps.RunInfo("churn__train", "manual__champion", "tester", f"{AS_OF}T00:00:00+00:00")
-    manifest = train_steps.ingest(quick, store, AS_OF, 7)
-    validated = train_steps.validate(quick, store, manifest, run)
-    candidate = train_steps.train(quick, store, manifest, validated, run)
-    evaluation = train_steps.evaluate(quick, store, validated, candidate, run)
-    train_steps.promote(quick, store, train_steps.register(quick, manifest, candidate, evaluation, run), run)
+    train_quick_champion(churn, store)
     return {day.isoformat(): _score_day(churn, store, day) for day in [MINOR_DEFECT_DAY, *STABLE_DAYS]}
 
 

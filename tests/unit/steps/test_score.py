@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,66 +17,39 @@ import pandas as pd
 import pytest
 
 from mlops_pipeline import layout, registry, steps
-from mlops_pipeline.devtools.example_data import churn_scoring_batch, scoring_keys, write_example_data
+from mlops_pipeline.devtools.example_data import churn_scoring_batch, scoring_keys
 from mlops_pipeline.layout import PREDICTIONS
 from mlops_pipeline.predictions import read_manifest, read_partition
 from mlops_pipeline.scoring import ScoreStats
-from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import ModelSpec, load_spec
 from mlops_pipeline.steps import score as score_steps
-from mlops_pipeline.steps import train as train_steps
 from mlops_pipeline.steps.results import ScoredInput, ScorePlan
 from mlops_pipeline.store import LocalStore
+
+from .champions import train_quick_champion
 
 REPO = Path(__file__).resolve().parents[3]
 ROWS_PER_DAY = 800
 FILES_PER_DAY = 4
-AS_OF = datetime.date(2026, 2, 28)  # the champion is trained on the 7 days ending here
 MINOR_DEFECT_DAY = datetime.date(2026, 2, 14)  # 8 of 800 rows break a quarantine rule
 NO_INPUT_DAY = datetime.date(2026, 3, 20)  # no example data written for it
 OVER_LIMIT_DAY = datetime.date(2026, 3, 21)  # an input crafted by a test, 10% of it unscorable
 
 
 @pytest.fixture(scope="module")
-def churn() -> ModelSpec:
-    return load_spec(REPO / "include/models/churn.yaml")
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, monkeypatch_module) -> Iterator[LocalStore]:
-    """A file store with the example data and a SQLite MLflow, both in a temp dir, and the tasks' settings."""
-    import mlflow
-
-    root = tmp_path_factory.mktemp("score-steps")
-    store = LocalStore(root / "store")
-    write_example_data(store, start=datetime.date(2026, 2, 22), end=datetime.date(2026, 3, 3))
-    write_example_data(store, start=MINOR_DEFECT_DAY, end=MINOR_DEFECT_DAY)
-    monkeypatch_module.chdir(root)
-    monkeypatch_module.setenv("MLOPS_STORE_URI", store.root_uri)
-    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-    monkeypatch_module.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    monkeypatch_module.delenv(steps.FAULT_POINT_VAR, raising=False)
-    get_settings.cache_clear()
-    registry.connect(f"sqlite:///{root}/mlflow.db")
-    mlflow.create_experiment("churn", artifact_location=(root / "artifacts").as_uri())
-    yield store
-    get_settings.cache_clear()
-    mlflow.set_tracking_uri(None)
+def store(example_store) -> LocalStore:
+    """The example data around the champion's window and the minor-defect day, with MLflow beside it."""
+    return example_store(
+        "score-steps",
+        (datetime.date(2026, 2, 22), datetime.date(2026, 3, 3)),
+        (MINOR_DEFECT_DAY, MINOR_DEFECT_DAY),
+    )
 
 
 @pytest.fixture(scope="module")
 def champion(churn: ModelSpec, store: LocalStore) -> str:
-    """Train, register and promote a churn model through the train steps; its version."""
-    # Fewer boosting rounds than the spec's 200: the same features and gates, a fraction of the time.
-    params = {**churn.estimator.params, "max_iter": 40}
-    quick = churn.model_copy(update={"estimator": churn.estimator.model_copy(update={"params": params})})
-    run = steps.RunInfo("churn__train", "manual__champion", "tester", f"{AS_OF}T00:00:00+00:00")
-    manifest = train_steps.ingest(quick, store, AS_OF, 7)
-    validated = train_steps.validate(quick, store, manifest, run)
-    candidate = train_steps.train(quick, store, manifest, validated, run)
-    evaluation = train_steps.evaluate(quick, store, validated, candidate, run)
-    registered = train_steps.register(quick, manifest, candidate, evaluation, run)
-    return train_steps.promote(quick, store, registered, run)["champion_version"]
+    """A churn champion trained and promoted through the train steps; its version."""
+    return train_quick_champion(churn, store)
 
 
 def _run(day: datetime.date, name: str) -> steps.RunInfo:
