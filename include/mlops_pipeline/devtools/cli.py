@@ -1,6 +1,12 @@
-"""The `mlops` command: the embedded demo stack (`demo`, `down`), the native stack (`stack up|down`) and the example data (`example-data`).
+"""The `mlops` command: the embedded demo stack (`demo`, `down`), the native stack (`stack up|down`), the example data (`example-data`) and a first spec for your own table (`spec infer`).
 
 `mlops demo` and `mlops down`: see :mod:`mlops_pipeline.devtools.demo`.
+
+`mlops spec infer DATA --target COL [--id COL] [--task …] [--name …] [--source-uri …]` prints a
+commented, valid spec inferred from a local CSV or Parquet sample (feature types, ranges, allowed
+values, the task and classes, the id column or none, gate floors below a cross-validated baseline;
+:mod:`mlops_pipeline.devtools.spec_infer`); redirect it to `include/models/<name>.yaml`. Exit 2
+with the reason on stderr when the sample cannot give a spec.
 
 `mlops stack up` (run by `make stack`) starts the production-like stack of docker-compose.yaml as
 local processes instead (CeleryExecutor with two workers on this machine's PostgreSQL and Redis,
@@ -141,6 +147,33 @@ def build_parser() -> argparse.ArgumentParser:
         )
     data_cmd = commands.add_parser("example-data", help="write the example data into a store")
     data_cmd.add_argument("--store", required=True, help="file:///absolute/path or s3://bucket/prefix")
+    spec_cmd = commands.add_parser("spec", help="model specs: `infer` prints a first spec for a sample table")
+    spec_actions = spec_cmd.add_subparsers(dest="spec_action", required=True)
+    infer_cmd = spec_actions.add_parser(
+        "infer",
+        help="print a commented, valid spec YAML inferred from a CSV or Parquet sample "
+        "(redirect it to include/models/<name>.yaml)",
+    )
+    infer_cmd.add_argument("data", type=Path, help="a local .csv or .parquet file")
+    infer_cmd.add_argument("--target", required=True, help="the label column")
+    infer_cmd.add_argument(
+        "--id",
+        dest="id_column",
+        default=None,
+        help="the unique row id (default: a unique `id` or `*_id` column)",
+    )
+    infer_cmd.add_argument(
+        "--task",
+        choices=("binary", "multiclass", "regression", "classification"),
+        default=None,
+        help="default: inferred from the target",
+    )
+    infer_cmd.add_argument("--name", default=None, help="the model name (default: the file name, made safe)")
+    infer_cmd.add_argument(
+        "--source-uri",
+        default=None,
+        help="the source uri pattern (default: landing/<name>/ds={ds}/*.<format>)",
+    )
     return parser
 
 
@@ -149,6 +182,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "example-data":
         return example_data(args.store)
+    if args.command == "spec":
+        import pandas as pd
+
+        from mlops_pipeline.devtools import spec_infer, spec_profile
+
+        try:
+            fmt = spec_profile.sample_format(args.data)
+            frame = (
+                pd.read_parquet(args.data)
+                if fmt == "parquet"
+                # As the pipeline reads its sources: text, and only an empty field is missing.
+                else pd.read_csv(args.data, dtype=str, keep_default_na=False, na_values=[""])
+            )
+            inferred = spec_infer.infer_spec(
+                frame,
+                args.target,
+                name=args.name or spec_profile.default_name(args.data),
+                id_column=args.id_column,
+                task=args.task,
+                source_uri=args.source_uri,
+                source_format=fmt,
+                sample_label=str(args.data),
+            )
+        except (OSError, ValueError) as exc:
+            print(f"mlops spec infer: {exc}", file=sys.stderr, flush=True)
+            return EXIT_SETUP_FAILED
+        print(inferred.yaml_text, end="", flush=True)
+        return EXIT_OK
     project = (args.project_dir or default_project_dir()).resolve()
     if args.command == "down":
         return down(project)
