@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mlops_pipeline.devtools import cli, spec_infer, spec_profile
-from mlops_pipeline.devtools.example_data import churn_batch
+from mlops_pipeline.devtools.example_data import CHURN_FEATURES, churn_batch
 from mlops_pipeline.devtools.spec_infer import InferredSpec
 from mlops_pipeline.devtools.spec_profile import SpecInferenceError
 from mlops_pipeline.spec import ROW_ID, ModelSpec, load_spec
@@ -92,22 +92,7 @@ def test_churn_spec_is_valid_with_the_churn_types(churn: InferredSpec) -> None:
     assert spec.target_classes == [0, 1]
     assert spec.gates.primary_metric == "roc_auc"
     features = spec.features
-    assert list(features) == [
-        "tenure_months",
-        "monthly_charges",
-        "total_charges",
-        "support_calls",
-        "data_usage_gb",
-        "avg_session_minutes",
-        "days_since_last_login",
-        "num_devices",
-        "late_payments",
-        "satisfaction_score",
-        "age",
-        "plan",
-        "region",
-        "payment_method",
-    ]
+    assert list(features) == list(CHURN_FEATURES)
     assert features["plan"].type == "category"
     assert set(features["plan"].allowed or []) == {"basic", "standard", "premium"}
     assert set(features["payment_method"].allowed or []) == {"card", "bank_transfer", "paypal", "invoice"}
