@@ -411,8 +411,10 @@ class ModelSpec(_Strict):
                     "target: a mapping takes `column` (required), `classes` and `positive`"
                     + (f"; unknown: {sorted(unknown)}" if unknown else "")
                 )
-            if spelled := {"target_classes", "positive_class"} & set(data):
-                raise ValueError(f"give the labels in the target mapping only, not also as {sorted(spelled)}")
+            if spelled := sorted(
+                key for key in ("target_classes", "positive_class") if data.get(key) is not None
+            ):
+                raise ValueError(f"give the labels in the target mapping only, not also as {spelled}")
             data = {**data, "target": target["column"]}
             if "classes" in target:
                 data["target_classes"] = target["classes"]
