@@ -105,7 +105,8 @@ def example_data(store_uri: str) -> int:
     summary = write_example_data(open_store(store_uri))
     say(
         f"wrote {summary.churn_rows} churn rows ({summary.dates[0]}..{summary.dates[-1]}) to {summary.churn_uri} "
-        f"and {summary.diabetes_rows} diabetes rows to {summary.diabetes_uri}"
+        f", {summary.diabetes_rows} diabetes rows to {summary.diabetes_uri} "
+        f"and {summary.penguins_rows} penguins to {summary.penguins_uri}"
     )
     return EXIT_OK
 

@@ -209,7 +209,7 @@ def ensure_example_data(store_dir: Path) -> str:
     from mlops_pipeline.devtools.example_data import write_example_data
 
     summary = write_example_data(store)
-    return f"example data: wrote {len(summary.dates)} days of churn batches and the diabetes data to {store.root_uri}"
+    return f"example data: wrote {len(summary.dates)} days of churn batches, the diabetes and the penguins data to {store.root_uri}"
 
 
 def _start_or_reuse_mlflow(
