@@ -1,28 +1,60 @@
 """Ingest: read the source batches of a data window and freeze them as an immutable snapshot.
 
-The snapshot is the window's rows as they arrived (all values kept as text, so validation sees
-exactly what the source sent), written as one canonical CSV whose sha256 *is* the dataset's
-identity downstream: MLflow lineage, model version tags, promotion history. Snapshots are
-content-addressed (`raw/<model>/ds=<as_of>/<sha>/`), so a rerun over unchanged data reuses the
-existing snapshot and a changed source makes a new one beside it: nothing is ever overwritten.
+The snapshot is the window's rows as they arrived (every value kept as text, so validation sees
+exactly what the source sent), written as one Parquet file of string columns whose content hash
+*is* the dataset's identity downstream: MLflow lineage, model version tags, promotion history.
+Snapshots are content-addressed (`raw/<model>/ds=<as_of>/<sha>/`), so a rerun over unchanged data
+reuses the existing snapshot and a changed source makes a new one beside it: nothing is ever
+overwritten.
+
+**The content hash** (:func:`content_sha256`) is defined on the values, not on the Parquet bytes,
+so it does not depend on the Parquet writer's version, compression or row groups: the sha256 of
+
+1. the bytes ``mlops-snapshot-v1\n``;
+2. for each column, in order: the length of its name's UTF-8 bytes (int64, little-endian), the name,
+   the number of rows (int64), each value's UTF-8 length (int64, little-endian; -1 for a missing
+   value), then every present value's UTF-8 bytes, concatenated.
+
+Reading a window streams it: each source file is parsed on its own (CSV by Arrow's reader, all
+columns as text; Parquet through pandas' text form of its values) and spilled to a local Arrow
+file, so memory holds one source file and the snapshot is assembled from the spilled parts.
+Snapshots written before the Parquet form (`snapshot.csv`, hashed over its bytes) are still read.
 """
 
 from __future__ import annotations
 
-import contextlib
+import csv
 import hashlib
 import io
 import json
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
-from urllib.parse import urlparse
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from mlops_pipeline import layout
 from mlops_pipeline.rules import with_row_ids
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.store import ObjectExistsError, ObjectStore, glob_keys
+
+log = logging.getLogger(__name__)
+
+CONTENT_HASH_VERSION = b"mlops-snapshot-v1\n"
+# Rows per Parquet row group of a snapshot: later tasks read it a group (and a column) at a time.
+SNAPSHOT_ROW_GROUP_ROWS = 262_144
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class NoSourceDataError(RuntimeError):
@@ -73,66 +105,201 @@ def split_source_uri(uri: str, default_store: ObjectStore) -> tuple[ObjectStore,
     return default_store.open_uri(root), pattern
 
 
-def read_window(
-    spec: ModelSpec, store: ObjectStore, days: list[date]
-) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Read every source file of `days`: (rows as text, file URIs read, days with no file)."""
+def read_source_file(data: bytes, fmt: str, spec: ModelSpec) -> pa.Table:
+    """One source file's rows with every value as text (string columns; only empty cells missing),
+    with the derived row id first when the spec has no id column."""
+    if fmt == "csv":
+        table = _read_csv_text(data)
+    else:
+        frame = pd.read_parquet(io.BytesIO(data))
+        # pandas' text form of typed values (1.0 -> "1.0", True -> "True"), as every source reads.
+        table = _text_table(frame.astype("string").astype(object))
+    if spec.derived_row_id and spec.id_column not in table.column_names:
+        frame = with_row_ids(table.to_pandas(), spec)
+        table = _text_table(frame)
+    return table
+
+
+def _text_table(frame: pd.DataFrame) -> pa.Table:
+    schema = pa.schema([(str(name), pa.string()) for name in frame.columns])
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
+def _read_csv_text(data: bytes) -> pa.Table:
+    """CSV as text: Arrow's multi-threaded reader, with pandas' reader where Arrow's would differ.
+
+    Both give the same table (a test holds them equal): every column text, empty cells missing,
+    blank lines skipped, a UTF-8 byte order mark dropped. pandas handles what Arrow refuses or
+    reads differently: duplicate header names (pandas renames them), rows with too few or too
+    many fields, text that is not UTF-8 (pandas raises a UnicodeDecodeError naming the byte).
+    """
+    body = data.removeprefix(_UTF8_BOM)
+    header = next(
+        csv.reader(io.StringIO(body[: body.find(b"\n") + 1 or len(body)].decode("utf-8", "replace"))), []
+    )
+    if header and len(set(header)) == len(header) and all(header):
+        try:
+            return pa_csv.read_csv(
+                io.BytesIO(body),
+                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={name: pa.string() for name in header},
+                    strings_can_be_null=True,
+                    null_values=[""],
+                    quoted_strings_can_be_null=True,
+                ),
+            )
+        except pa.ArrowInvalid:
+            pass
+    frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
+    return _text_table(frame)
+
+
+@dataclass(frozen=True)
+class WindowParts:
+    """A window's source files, each parsed and spilled to a local Arrow file."""
+
+    parts: list[Path]
+    columns: list[str]  # every file's columns, in order of first appearance
+    rows: int
+    files: list[str]
+    missing_days: list[str]
+
+
+def stage_window(spec: ModelSpec, store: ObjectStore, days: list[date], folder: Path) -> WindowParts:
+    """Parse every source file of `days` into `folder`, one at a time (memory holds one file)."""
     source_store, pattern = split_source_uri(spec.source.uri, store)
-    frames: list[pd.DataFrame] = []
+    parts: list[Path] = []
+    columns: dict[str, None] = {}
     files: list[str] = []
     missing: list[str] = []
+    rows = 0
+    started = time.perf_counter()
     for day in days:
         keys = glob_keys(source_store, pattern.format(ds=day.isoformat()))
         if not keys:
             missing.append(day.isoformat())
         for key in keys:
             files.append(source_store.uri(key))
-            frames.append(
-                with_row_ids(_read_source_file(source_store.read_bytes(key), spec.source.format), spec)
+            table = read_source_file(source_store.read_bytes(key), spec.source.format, spec)
+            part = folder / f"part-{len(parts):05d}.arrow"
+            with pa.OSFile(str(part), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            parts.append(part)
+            columns.update(dict.fromkeys(table.column_names))
+            rows += table.num_rows
+            elapsed = time.perf_counter() - started
+            log.info(
+                "read %s: %d rows (%d rows so far, %.0f rows/s)",
+                source_store.uri(key),
+                table.num_rows,
+                rows,
+                rows / elapsed if elapsed else 0.0,
             )
-    if not frames:
+    if not parts:
         raise NoSourceDataError(
             f"no source files for {spec.name} between {days[0]} and {days[-1]} "
             f"(pattern {spec.source.uri!r} under {source_store.root_uri})"
         )
-    return pd.concat(frames, ignore_index=True), files, missing
+    return WindowParts(parts, list(columns), rows, files, missing)
 
 
-def _read_source_file(data: bytes, fmt: str) -> pd.DataFrame:
-    if fmt == "csv":
-        # Text in, text kept: types are validation's job, and "n/a" must reach it unchanged.
-        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
-    return pd.read_parquet(io.BytesIO(data)).astype("string").astype(object)
+def _read_part(path: Path, columns: list[str]) -> pa.Table:
+    """A spilled part in the window's column order; columns it lacks are missing values."""
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    for name in columns:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
+    return table.select(columns)
 
 
-def canonical_bytes(frame: pd.DataFrame) -> bytes:
-    """The snapshot's canonical serialisation (CSV, UTF-8, no index): its sha256 is the data's identity."""
-    return frame.to_csv(index=False, lineterminator="\n").encode()
+def write_snapshot_file(window: WindowParts, path: Path) -> None:
+    """Assemble the spilled parts into one Parquet file (string columns, one part in memory)."""
+    schema = pa.schema([(name, pa.string()) for name in window.columns])
+    with pq.ParquetWriter(str(path), schema) as writer:
+        for part in window.parts:
+            writer.write_table(_read_part(part, window.columns), row_group_size=SNAPSHOT_ROW_GROUP_ROWS)
+
+
+def _value_bytes(chunk: pa.Array) -> memoryview:
+    """The UTF-8 bytes of a string array's present values, concatenated (no copy)."""
+    present = chunk.drop_null() if chunk.null_count else chunk
+    if len(present) == 0:
+        return memoryview(b"")
+    offset_type = np.int64 if pa.types.is_large_string(present.type) else np.int32
+    _, offsets_buffer, data_buffer = present.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[
+        present.offset : present.offset + len(present) + 1
+    ]
+    return memoryview(data_buffer)[int(offsets[0]) : int(offsets[-1])]
+
+
+def _column_digest(digest: Any, name: str, column: pa.ChunkedArray) -> None:
+    encoded = name.encode()
+    digest.update(np.int64(len(encoded)).astype("<i8").tobytes() + encoded)
+    digest.update(np.int64(len(column)).astype("<i8").tobytes())
+    for chunk in column.chunks:
+        lengths = pc.fill_null(pc.binary_length(chunk).cast(pa.int64()), -1)
+        digest.update(lengths.to_numpy(zero_copy_only=False).astype("<i8").tobytes())
+    for chunk in column.chunks:
+        digest.update(_value_bytes(chunk))
+
+
+def content_sha256(columns: Iterator[tuple[str, pa.ChunkedArray]]) -> str:
+    """The snapshot's content hash over (name, string column) pairs, in order (see the module docstring)."""
+    digest = hashlib.sha256(CONTENT_HASH_VERSION)
+    for name, column in columns:
+        _column_digest(digest, name, column)
+    return digest.hexdigest()
+
+
+def file_content_sha256(path: Path) -> str:
+    """The content hash of a snapshot Parquet file, read one column at a time (bounded memory)."""
+    parquet = pq.ParquetFile(str(path))
+    names = parquet.schema_arrow.names
+    return content_sha256((name, parquet.read(columns=[name]).column(0)) for name in names)
+
+
+def table_content_sha256(table: pa.Table) -> str:
+    """The content hash of a table of string columns."""
+    return content_sha256(zip(table.column_names, table.columns, strict=True))
 
 
 def ingest_window(spec: ModelSpec, store: ObjectStore, as_of: date, window_days: int) -> SnapshotManifest:
     """Snapshot the window ending `as_of`; reuse the existing snapshot when the content is unchanged."""
     days = window_dates(as_of, window_days)
-    frame, files, missing = read_window(spec, store, days)
-    data = canonical_bytes(frame)
-    digest = hashlib.sha256(data).hexdigest()
-    data_key = layout.snapshot_data_key(spec.name, as_of, digest)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as tmp:
+        window = stage_window(spec, store, days, Path(tmp))
+        local = Path(tmp) / "snapshot.parquet"
+        write_snapshot_file(window, local)
+        digest = file_content_sha256(local)
+        data_key = layout.snapshot_data_key(spec.name, as_of, digest)
+        # Same content hash means the snapshot is already there (a rerun): never rewrite it.
+        if not store.exists(data_key):
+            store.upload_file(local, data_key)
+    log.info(
+        "snapshot of %s: %d rows from %d files in %.1f s, sha256 %s",
+        spec.name,
+        window.rows,
+        len(window.files),
+        time.perf_counter() - started,
+        digest,
+    )
     manifest_key = layout.snapshot_manifest_key(spec.name, as_of, digest)
     manifest = SnapshotManifest(
         model=spec.name,
         as_of=as_of.isoformat(),
         window_start=days[0].isoformat(),
         window_days=window_days,
-        rows=len(frame),
-        columns=list(frame.columns),
+        rows=window.rows,
+        columns=window.columns,
         sha256=digest,
         data_uri=store.uri(data_key),
-        source_files=files,
-        missing_days=missing,
+        source_files=window.files,
+        missing_days=window.missing_days,
     )
-    # Same content hash means the snapshot is already there (a rerun): never rewrite it.
-    with contextlib.suppress(ObjectExistsError):
-        store.create_only(data_key, data)
     try:
         # Manifest last: a snapshot folder without a manifest is an interrupted ingest.
         store.create_only(manifest_key, manifest.to_json())
@@ -141,11 +308,53 @@ def ingest_window(spec: ModelSpec, store: ObjectStore, as_of: date, window_days:
     return manifest
 
 
-def read_snapshot(store: ObjectStore, manifest: SnapshotManifest) -> pd.DataFrame:
-    """Load a snapshot's rows (as text) and check them against the manifest's hash."""
-    data = store.read_bytes(
-        layout.snapshot_data_key(manifest.model, date.fromisoformat(manifest.as_of), manifest.sha256)
+class SnapshotIntegrityError(ValueError):
+    """A snapshot's content does not match the sha256 its manifest (or a model's lineage) records."""
+
+
+def read_snapshot_key(store: ObjectStore, key: str, sha256: str) -> pa.Table:
+    """A stored snapshot's rows as string columns, after checking them against `sha256`.
+
+    Parquet snapshots are checked by their content hash; snapshots of the earlier CSV form by the
+    sha256 of their bytes, as they were recorded.
+    """
+    with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
+        local = Path(tmp) / "snapshot"
+        store.download_file(key, local)
+        if key.endswith(".csv"):
+            data = local.read_bytes()
+            actual = hashlib.sha256(data).hexdigest()
+            table = _read_csv_text(data) if actual == sha256 else None
+        else:
+            actual = file_content_sha256(local)
+            table = pq.read_table(str(local)) if actual == sha256 else None
+    if table is None:
+        raise SnapshotIntegrityError(
+            f"snapshot {store.uri(key)} does not match its sha256 {sha256} (found {actual})"
+        )
+    return table
+
+
+def snapshot_key_of_uri(store: ObjectStore, data_uri: str) -> str | None:
+    """The key of a snapshot URI inside `store`, or None when it lies elsewhere."""
+    prefix = store.root_uri.rstrip("/") + "/"
+    return unquote(data_uri[len(prefix) :]) if data_uri.startswith(prefix) else None
+
+
+def read_snapshot_table(store: ObjectStore, manifest: SnapshotManifest) -> pa.Table:
+    """Load a snapshot's rows (string columns) and check them against the manifest's hash."""
+    key = snapshot_key_of_uri(store, manifest.data_uri) or layout.snapshot_data_key(
+        manifest.model, date.fromisoformat(manifest.as_of), manifest.sha256
     )
-    if hashlib.sha256(data).hexdigest() != manifest.sha256:
-        raise ValueError(f"snapshot {manifest.data_uri} does not match its manifest's sha256")
-    return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
+    return read_snapshot_key(store, key, manifest.sha256)
+
+
+def read_snapshot(store: ObjectStore, manifest: SnapshotManifest) -> pd.DataFrame:
+    """Load a snapshot's rows as a text frame (object columns, missing values as NaN), checked."""
+    return text_frame(read_snapshot_table(store, manifest))
+
+
+def text_frame(table: pa.Table) -> pd.DataFrame:
+    """A table of string columns as pandas text: str objects, missing values as NaN (as read_csv gives)."""
+    frame = table.to_pandas()
+    return frame.astype(object).where(frame.notna(), np.nan)

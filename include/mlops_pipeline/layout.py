@@ -1,7 +1,7 @@
 """Every key and prefix of the object store: the one module that knows the layout.
 
 ```
-raw/<model>/ds=<as_of>/<sha256[:16]>/      snapshot.csv + manifest.json (content-addressed, immutable)
+raw/<model>/ds=<as_of>/<sha256[:16]>/      snapshot.parquet + manifest.json (content-addressed, immutable)
 validation/<model>/<run>/                  result.json, summary.json, data_docs/index.html, clean.parquet
 quarantine/<model>/<run>/                  rows.parquet + reason.json (training); score/part-*.parquet + score/reason.json
 reports/<model>/<run>/                     gate_report.{json,html}; data_drift.*, prediction_drift.*, monitoring.json
@@ -30,8 +30,8 @@ def snapshot_prefix(model: str, as_of: date, sha256: str) -> str:
 
 
 def snapshot_data_key(model: str, as_of: date, sha256: str) -> str:
-    """A snapshot's rows in their canonical form."""
-    return f"{snapshot_prefix(model, as_of, sha256)}/snapshot.csv"
+    """A snapshot's rows (string columns; its sha256 is the content hash of `ingest.content_sha256`)."""
+    return f"{snapshot_prefix(model, as_of, sha256)}/snapshot.parquet"
 
 
 def snapshot_manifest_key(model: str, as_of: date, sha256: str) -> str:

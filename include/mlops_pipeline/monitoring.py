@@ -322,9 +322,13 @@ def _current_window(
 
 def _reference(spec: ModelSpec, store: ObjectStore, client: Any) -> tuple[Any, Any, Any]:
     """The champion's version, its training snapshot (found through its lineage tags), and its pipeline."""
-    import hashlib
-
     from mlops_pipeline import registry
+    from mlops_pipeline.ingest import (
+        SnapshotIntegrityError,
+        read_snapshot_key,
+        snapshot_key_of_uri,
+        text_frame,
+    )
 
     champion = registry.alias_version(client, spec.name, registry.CHAMPION)
     if champion is None:
@@ -338,14 +342,14 @@ def _reference(spec: ModelSpec, store: ObjectStore, client: Any) -> tuple[Any, A
             f"cannot check {spec.name}: champion v{champion.version} has no training snapshot in {store.root_uri} "
             f"(tags data_uri={data_uri!r}, data_sha256={data_sha256!r}); this is not drift"
         )
-    from urllib.parse import unquote
-
-    data = store.read_bytes(unquote(data_uri[len(prefix) :]))
-    if hashlib.sha256(data).hexdigest() != data_sha256:
+    key = snapshot_key_of_uri(store, data_uri)
+    assert key is not None  # checked above: the URI lies inside the store
+    try:
+        reference = text_frame(read_snapshot_key(store, key, data_sha256))
+    except SnapshotIntegrityError as exc:
         raise MonitoringUnavailable(
             f"the reference snapshot {data_uri} does not match its sha256 {data_sha256}"
-        )
-    reference = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
+        ) from exc
     return champion, reference, registry.load_version(client, champion)
 
 

@@ -24,12 +24,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlops_pipeline import layout
 from mlops_pipeline.spec import ModelSpec, Policy
@@ -37,11 +40,15 @@ from mlops_pipeline.store import ObjectStore
 from mlops_pipeline.targets import canonical_label_text, canonical_text, typed_target
 from mlops_pipeline.training import NUMERIC_FEATURE_TYPES, features_frame
 
+log = logging.getLogger(__name__)
+
 REASONS_COLUMN = "_reasons"
 # Text forms accepted for each numeric type (surrounding spaces are tolerated by pandas' parser).
 _NUMBER_PATTERN = r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$"
 _INTEGER_PATTERN = r"^\s*[-+]?\d+(?:\.0*)?\s*$"
 _BOOLEAN_VALUES = ["true", "false", "True", "False", "TRUE", "FALSE", "0", "1"]
+# The type rules' regex check: GX's own expectation on a vectorised metric (gx_expectations.py).
+TYPE_REGEX_EXPECTATION = "expect_column_values_to_match_regex_vectorised"
 # Text companions of typed columns in the frame GX sees; never part of the clean output.
 _TEXT_SUFFIX = "__as_text"
 
@@ -217,7 +224,7 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                 Rule(
                     f"type:{spec.target}",
                     default,
-                    "expect_column_values_to_match_regex",
+                    TYPE_REGEX_EXPECTATION,
                     {"column": _text_column(spec.target), "regex": target_pattern},
                 )
             )
@@ -238,7 +245,7 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                 Rule(
                     f"type:{name}",
                     policy,
-                    "expect_column_values_to_match_regex",
+                    TYPE_REGEX_EXPECTATION,
                     {"column": _text_column(name), "regex": pattern},
                 )
             )
@@ -283,7 +290,7 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
             Rule(
                 f"type:{weights}",
                 default,
-                "expect_column_values_to_match_regex",
+                TYPE_REGEX_EXPECTATION,
                 {"column": _text_column(weights), "regex": _NUMBER_PATTERN},
             )
         )
@@ -300,32 +307,104 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
     return rules
 
 
-def _typed_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
-    """The frame GX checks: parsed values under the column names, raw text beside typed columns."""
-    checked = frame.reset_index(drop=True).copy()
-    present = [name for name in spec.features if name in checked.columns]
-    numeric = [name for name in present if spec.features[name].type in NUMERIC_FEATURE_TYPES]
-    for name in numeric:
-        text = checked[name]
-        checked[_text_column(name)] = text.astype(object).where(text.notna(), None)
-        if spec.features[name].type == "boolean":
+def text_table(frame: pd.DataFrame | pa.Table) -> pa.Table:
+    """A batch as string columns: a snapshot's table as it is, a frame's values as `str()` gives them."""
+    if isinstance(frame, pa.Table):
+        return frame
+    columns = {
+        str(name): pa.array(
+            [None if pd.isna(value) else str(value) for value in frame[name].astype(object)],
+            type=pa.string(),
+        )
+        for name in frame.columns
+    }
+    return pa.table(columns) if columns else pa.table({})
+
+
+def _categorical(column: pa.ChunkedArray) -> pd.Series:
+    """Text as a pandas Categorical, dictionary-encoded by Arrow (GX hashes and filters it fast)."""
+    encoded = (
+        column.combine_chunks().dictionary_encode()
+        if len(column)
+        else pa.array([], pa.string()).dictionary_encode()
+    )
+    categories = encoded.dictionary.to_numpy(zero_copy_only=False)
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype("int32")
+    return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype=object)))
+
+
+def parse_numbers(column: pa.ChunkedArray) -> np.ndarray:
+    """The text's numbers as pandas' `to_numeric(errors="coerce")` reads them (NaN where it cannot).
+
+    Arrow parses every value that looks like a decimal number (in C++, correctly rounded); pandas
+    parses the rest (the few that do not: "n/a", "inf", "nan", digits of other scripts), so odd
+    values read exactly as before. Values that look like numbers but overflow ("1e400") too.
+    """
+    text = column.combine_chunks() if len(column) else pa.array([], pa.string())
+    looks_numeric = pc.fill_null(pc.match_substring_regex(text, _NUMBER_PATTERN), False)
+    candidates = pc.utf8_trim_whitespace(pc.if_else(looks_numeric, text, pa.scalar(None, pa.string())))
+    try:
+        parsed = pc.cast(candidates, pa.float64()).to_numpy(zero_copy_only=False).astype("float64")
+    except pa.ArrowInvalid:  # a form Arrow does not read: pandas for the whole column
+        parsed = np.full(len(text), np.nan)
+        looks_numeric = pa.array(np.zeros(len(text), dtype=bool))
+    undecided = np.flatnonzero(
+        (~np.asarray(looks_numeric.to_numpy(zero_copy_only=False), dtype=bool) | ~np.isfinite(parsed))
+        & ~np.asarray(text.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    )
+    if len(undecided):
+        values = pd.Series(text.take(pa.array(undecided)).to_pylist(), dtype=object)
+        parsed[undecided] = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+    return parsed
+
+
+def _object_text(column: pd.Series) -> pd.Series:
+    """A Categorical text column as str objects (shared, one per category) with None where missing."""
+    return column.astype(object).where(column.notna(), None)
+
+
+@dataclass
+class CheckedColumns:
+    """Every form of the batch's columns that the suite and the clean output use, built once.
+
+    `checked` holds what GX sees under each column's name (numbers parsed, text dictionary-encoded)
+    and, beside typed columns, their raw text (`<name>__as_text`); `numbers` the parsed values.
+    """
+
+    checked: dict[str, pd.Series]
+    numbers: dict[str, np.ndarray]
+    rows: int
+
+
+def checked_columns(table: pa.Table, spec: ModelSpec) -> CheckedColumns:
+    """The forms GX checks: parsed numbers under the names, text beside typed columns."""
+    checked = {name: _categorical(table.column(name)) for name in table.column_names}
+    numbers: dict[str, np.ndarray] = {}
+    parsed_columns = [
+        name
+        for name in spec.features
+        if name in checked and spec.features[name].type in ("number", "integer")
+    ]
+    weights = spec.training.sample_weight_column
+    if weights is not None and weights in checked:
+        parsed_columns.append(weights)
+    for name in parsed_columns:
+        checked[_text_column(name)] = checked[name]
+        numbers[name] = parse_numbers(table.column(name))
+        checked[name] = pd.Series(numbers[name])
+    for name in spec.features:
+        if name in checked and spec.features[name].type == "boolean":
+            text = _object_text(checked[name])
+            checked[_text_column(name)] = text
             lowered = text.astype(str).str.strip().str.lower()
             checked[name] = lowered.map({"true": 1.0, "1": 1.0, "false": 0.0, "0": 0.0})
-        else:
-            checked[name] = pd.to_numeric(text, errors="coerce").astype("float64")
-    weights = spec.training.sample_weight_column
-    if weights is not None and weights in checked.columns:
-        text = checked[weights]
-        checked[_text_column(weights)] = text.astype(object).where(text.notna(), None)
-        checked[weights] = pd.to_numeric(text, errors="coerce").astype("float64")
-    if spec.target in checked.columns:
+    if spec.target in checked:
         text = checked[spec.target]
         if spec.target_classes:
-            checked[_text_column(spec.target)] = canonical_label_text(text, spec)
+            checked[_text_column(spec.target)] = canonical_label_text(_object_text(text), spec)
         else:
-            checked[_text_column(spec.target)] = text.astype(object).where(text.notna(), None)
-    # One consolidated copy now: GX copies the frame for each metric, consolidating it every time.
-    return checked.copy()
+            checked[_text_column(spec.target)] = text
+    return CheckedColumns(checked, numbers, table.num_rows)
 
 
 def _gx_context() -> Any:
@@ -342,7 +421,10 @@ def _gx_context() -> Any:
 def _expectation(rule: Rule) -> Any:
     import great_expectations.expectations as gxe
 
-    cls = getattr(gxe, _snake_to_class(rule.expectation_type), None)
+    from mlops_pipeline import gx_expectations
+
+    own = {gx_expectations.VECTORISED_REGEX: gx_expectations.ExpectColumnValuesToMatchRegexVectorised}
+    cls = own.get(rule.expectation_type) or getattr(gxe, _snake_to_class(rule.expectation_type), None)
     if cls is None:
         raise ValueError(
             f"unknown Great Expectations expectation {rule.expectation_type!r} (rule {rule.name})"
@@ -350,28 +432,84 @@ def _expectation(rule: Rule) -> Any:
     return cls(**rule.kwargs, meta={"rule": rule.name, "policy": rule.policy})
 
 
-def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str, run_name: str) -> Any:
-    """Run `rules` as one GX suite over `frame` with complete results; the GX validation result."""
+def _rule_column(rule: Rule) -> str | None:
+    """The column a rule checks (its GX batch), or None for table-level and multi-column rules."""
+    column = rule.kwargs.get("column")
+    if rule.name.startswith("schema:") or not isinstance(column, str):
+        return None
+    return column.removesuffix(_TEXT_SUFFIX)
+
+
+def _gx_order(rules: list[Rule]) -> list[Rule]:
+    """The rules in the order one GX run reports them: grouped by their `column` kwarg (in order of
+    first appearance, rules without one as a group of their own), suite order within a group."""
+    groups: dict[str | None, list[Rule]] = {}
+    for rule in rules:
+        column = rule.kwargs.get("column")
+        groups.setdefault(column if isinstance(column, str) else None, []).append(rule)
+    return [rule for group in groups.values() for rule in group]
+
+
+def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_name: str) -> Any:
+    """Run `rules` with complete results; one GX validation result, the rules in their order.
+
+    GX filters and copies its whole batch for every metric it computes, so a batch of all columns
+    costs (columns x metrics) copies. Each column's rules therefore run on a batch of that column
+    alone (with its text form), and table-level rules on all columns; the results are then put
+    together in the order one run would give them (a test holds them equal).
+    """
     import great_expectations as gx
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
     from great_expectations.core.run_identifier import RunIdentifier
 
     context = _gx_context()
-    # All expectations at once: adding them one by one re-serialises the suite each time (quadratic).
-    suite = context.suites.add(
-        gx.ExpectationSuite(name=suite_name, expectations=[_expectation(rule) for rule in rules])
-    )
-    batch_definition = (
-        context.data_sources.add_pandas("batch_source")
-        .add_dataframe_asset(name=suite_name)
-        .add_batch_definition_whole_dataframe("whole_batch")
-    )
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{suite_name}_validation", data=batch_definition, suite=suite)
-    )
-    return definition.run(
-        batch_parameters={"dataframe": frame},
-        result_format={"result_format": "COMPLETE"},
-        run_id=RunIdentifier(run_name=run_name),
+    source = context.data_sources.add_pandas("batch_source")
+    groups: dict[str | None, list[Rule]] = {None: []}
+    for rule in rules:
+        groups.setdefault(_rule_column(rule), []).append(rule)
+    by_rule: dict[str, Any] = {}
+    whole_meta: dict[str, Any] = {}
+    batch_id = None
+    for position, (column, group) in enumerate(groups.items()):
+        if column is None:
+            frame = pd.DataFrame(columns.checked)
+        else:
+            names = [name for name in (column, _text_column(column)) if name in columns.checked]
+            frame = pd.DataFrame({name: columns.checked[name] for name in names})
+        if frame.shape[1] == 0:
+            frame = pd.DataFrame(index=pd.RangeIndex(columns.rows))
+        name = suite_name if column is None else f"{suite_name}.{position}"
+        # All expectations at once: adding them one by one re-serialises the suite each time (quadratic).
+        suite = context.suites.add(
+            gx.ExpectationSuite(name=name, expectations=[_expectation(rule) for rule in group])
+        )
+        batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("whole_batch")
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{name}_validation", data=batch, suite=suite)
+        )
+        result = definition.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "COMPLETE"},
+            run_id=RunIdentifier(run_name=run_name),
+        )
+        if column is None:
+            whole_meta, batch_id = dict(result.meta), result.batch_id
+        for item in result.results:
+            by_rule[item.expectation_config.meta["rule"]] = item
+    ordered = [by_rule[rule.name] for rule in _gx_order(rules)]
+    successful = sum(1 for item in ordered if item.success)
+    return ExpectationSuiteValidationResult(
+        success=successful == len(ordered),
+        results=ordered,
+        suite_name=suite_name,
+        statistics={
+            "evaluated_expectations": len(ordered),
+            "successful_expectations": successful,
+            "unsuccessful_expectations": len(ordered) - successful,
+            "success_percent": successful / len(ordered) * 100 if ordered else None,
+        },
+        meta=whole_meta,
+        batch_id=batch_id,
     )
 
 
@@ -391,6 +529,11 @@ def render_data_docs(gx_result: Any) -> str:
     return str(DefaultJinjaPageView().render(page))  # type: ignore[no-untyped-call]
 
 
+def _example(value: Any) -> str:
+    """An unexpected value for a report: missing values as None, whatever form the column held."""
+    return "None" if value is None or (isinstance(value, float) and np.isnan(value)) else repr(value)
+
+
 def _rule_results(rules: list[Rule], gx_result: Any) -> Iterator[tuple[Rule, RuleResult, list[int]]]:
     by_name = {rule.name: rule for rule in rules}
     for item in gx_result.results:
@@ -403,27 +546,50 @@ def _rule_results(rules: list[Rule], gx_result: Any) -> Iterator[tuple[Rule, Rul
         elif "observed_value" in result and not item.success:
             detail = f"observed {result['observed_value']}"
         elif not item.success and result.get("partial_unexpected_list"):
-            examples = ", ".join(repr(v) for v in result["partial_unexpected_list"][:5])
+            examples = ", ".join(_example(v) for v in result["partial_unexpected_list"][:5])
             detail = f"e.g. {examples}"
         count = int(result.get("unexpected_count") or len(indices))
         yield rule, RuleResult(rule.name, rule.policy, bool(item.success), count, detail), indices
 
 
-def _clean_columns(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
-    """Id, typed features and typed target of the rows that passed."""
-    typed = features_frame(frame, spec)
-    typed.insert(0, spec.id_column, frame[spec.id_column].astype(str))
-    typed[spec.target] = typed_target(frame[spec.target], spec).to_numpy()
+def _clean_columns(columns: CheckedColumns, kept_rows: np.ndarray, spec: ModelSpec) -> pd.DataFrame:
+    """Id, typed features and typed target of the rows that passed, typed as `features_frame` does."""
+    inputs: dict[str, Any] = {}
+    for name, feature in spec.features.items():
+        if name in columns.numbers:
+            inputs[name] = columns.numbers[name][kept_rows]  # parsed once, in `checked_columns`
+        else:
+            text = columns.checked[_text_column(name) if feature.type == "boolean" else name]
+            inputs[name] = _nan_text(text.iloc[kept_rows])
+    typed = features_frame(pd.DataFrame(inputs), spec)
+    typed.insert(0, spec.id_column, _nan_text(columns.checked[spec.id_column].iloc[kept_rows]).astype(str))
+    target = _nan_text(columns.checked[spec.target].iloc[kept_rows])
+    typed[spec.target] = typed_target(pd.Series(target), spec).to_numpy()
     if (weights := spec.training.sample_weight_column) is not None:
-        typed[weights] = pd.to_numeric(frame[weights], errors="coerce").astype("float64").to_numpy()
-    return typed.reset_index(drop=True)
+        typed[weights] = columns.numbers[weights][kept_rows]
+    return typed
 
 
-def validate_frame(frame: pd.DataFrame, spec: ModelSpec, run_name: str = "validation") -> ValidationOutcome:
-    """Validate one batch (read as text) against the spec's generated suite and apply each rule's policy."""
-    source = frame.reset_index(drop=True)
-    rules = build_rules(spec, set(source.columns))
-    gx_result = run_suite(_typed_frame(source, spec), rules, suite_name=spec.name, run_name=run_name)
+def _nan_text(text: pd.Series) -> np.ndarray:
+    """Categorical text as str objects with NaN where missing: the form of a frame read from CSV."""
+    return text.astype(object).where(text.notna(), np.nan).to_numpy()
+
+
+def validate_frame(
+    frame: pd.DataFrame | pa.Table, spec: ModelSpec, run_name: str = "validation"
+) -> ValidationOutcome:
+    """Validate one batch (text: a snapshot's table, or a frame) against the spec's generated suite
+    and apply each rule's policy."""
+    from mlops_pipeline.ingest import text_frame
+
+    started = time.perf_counter()
+    table = text_table(frame)
+    rules = build_rules(spec, set(table.column_names))
+    log.info("validating %d rows of %s against %d rules", table.num_rows, spec.name, len(rules))
+    columns = checked_columns(table, spec)
+    log.info("parsed the typed columns in %.1f s", time.perf_counter() - started)
+    gx_result = run_suite(columns, rules, suite_name=spec.name, run_name=run_name)
+    log.info("Great Expectations ran the suite: %.1f s so far", time.perf_counter() - started)
 
     results: list[RuleResult] = []
     failures: list[str] = []
@@ -450,14 +616,16 @@ def validate_frame(frame: pd.DataFrame, spec: ModelSpec, run_name: str = "valida
             failures.append(f"{described}: table-level rule with policy quarantine")
 
     quarantined_index = sorted(reasons)
-    quarantined = source.loc[quarantined_index].copy()
+    quarantined = text_frame(table.take(pa.array(quarantined_index, type=pa.int64())))
     order = {rule.name: position for position, rule in enumerate(rules)}
     quarantined[REASONS_COLUMN] = [
         ";".join(sorted(reasons[i], key=order.__getitem__)) for i in quarantined_index
     ]
-    kept = source.drop(index=quarantined_index)
+    kept = np.ones(table.num_rows, dtype=bool)
+    kept[quarantined_index] = False
 
-    share = len(quarantined_index) / len(source) if len(source) else 0.0
+    rows = table.num_rows
+    share = len(quarantined_index) / rows if rows else 0.0
     if share > spec.validation.max_quarantine_share:
         broken = sorted(
             (r for r in results if r.violated and r.policy == "quarantine"), key=lambda r: -r.unexpected_count
@@ -473,29 +641,37 @@ def validate_frame(frame: pd.DataFrame, spec: ModelSpec, run_name: str = "valida
                 "(text, integers or booleans) to use them as they are"
             )
         failures.append(
-            f"{len(quarantined_index)} of {len(source)} rows ({share:.1%}) broke quarantine rules, "
+            f"{len(quarantined_index)} of {rows} rows ({share:.1%}) broke quarantine rules, "
             f"over the limit of {spec.validation.max_quarantine_share:.1%}"
             + (f" (most: {named})" if named else "")
             + hint
         )
     clean = pd.DataFrame()
     if not any(r.name.startswith("schema:") and r.violated for r in results):
-        clean = _clean_columns(kept, spec)
+        clean = _clean_columns(columns, np.flatnonzero(kept), spec)
         if not failures and len(clean) < spec.validation.min_rows:
             failures.append(
                 f"only {len(clean)} clean rows left, fewer than min_rows {spec.validation.min_rows}"
             )
-
+    data_docs = render_data_docs(gx_result)
+    log.info(
+        "validated %d rows in %.1f s: %d quarantined, %d clean, %s",
+        rows,
+        time.perf_counter() - started,
+        len(quarantined_index),
+        len(clean),
+        "passed" if not failures else "refused",
+    )
     return ValidationOutcome(
         model=spec.name,
         rules=results,
-        row_count=len(source),
+        row_count=rows,
         quarantined=quarantined.reset_index(drop=True),
         clean=clean,
         failure_reasons=failures,
         warnings=warnings,
         gx_result=gx_result.to_json_dict(),
-        data_docs_html=render_data_docs(gx_result),
+        data_docs_html=data_docs,
         max_quarantine_share=spec.validation.max_quarantine_share,
     )
 

@@ -8,6 +8,7 @@ each DAG once and the tests check what each run left behind.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -54,10 +55,13 @@ def test_first_run_promotes_a_champion_with_lineage(first_run, client, pipeline_
     assert len(manifests) == 1
     manifest = json.loads(pipeline_env.read_bytes(manifests[0]))
     assert tags["data_sha256"] == manifest["sha256"]
-    snapshot_key = manifests[0].replace("manifest.json", "snapshot.csv")
-    import hashlib
+    snapshot_key = manifests[0].replace("manifest.json", "snapshot.parquet")
+    import pyarrow.parquet as pq
 
-    assert hashlib.sha256(pipeline_env.read_bytes(snapshot_key)).hexdigest() == manifest["sha256"]
+    from mlops_pipeline.ingest import table_content_sha256
+
+    stored = pq.read_table(io.BytesIO(pipeline_env.read_bytes(snapshot_key)))
+    assert table_content_sha256(stored) == manifest["sha256"]
     assert manifest["rows"] == 28 * 800
 
     run = client.get_run(champion.run_id)

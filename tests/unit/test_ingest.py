@@ -9,16 +9,24 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from mlops_pipeline.ingest import (
     NoSourceDataError,
+    SnapshotIntegrityError,
     SnapshotManifest,
-    canonical_bytes,
+    file_content_sha256,
     ingest_window,
     read_snapshot,
-    read_window,
+    read_snapshot_key,
+    read_source_file,
+    stage_window,
+    table_content_sha256,
+    text_frame,
     window_dates,
+    write_snapshot_file,
 )
 from mlops_pipeline.layout import snapshot_manifest_key, snapshot_prefix
 from mlops_pipeline.spec import ModelSpec
@@ -79,10 +87,19 @@ def test_window_dates_refuse_an_empty_window(days: int) -> None:
         window_dates(AS_OF, days)
 
 
+def read_window(
+    spec: ModelSpec, store: ObjectStore, days: list[date], tmp: Path
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The window as ingest stages and assembles it, read back as a text frame."""
+    window = stage_window(spec, store, days, tmp)
+    write_snapshot_file(window, tmp / "snapshot.parquet")
+    return text_frame(pq.read_table(tmp / "snapshot.parquet")), window.files, window.missing_days
+
+
 def test_read_window_reads_every_file_as_text_and_reports_missing_days(
-    spec: ModelSpec, landed: ObjectStore
+    spec: ModelSpec, landed: ObjectStore, tmp_path: Path
 ) -> None:
-    frame, files, missing = read_window(spec, landed, window_dates(AS_OF, 3))
+    frame, files, missing = read_window(spec, landed, window_dates(AS_OF, 3), tmp_path)
     assert list(frame.columns) == ["id", "x", "colour", "label"]
     assert frame["id"].tolist() == ["a1", "a2", "a3", "c1", "c2"]
     # Values stay exactly as sent: no number parsing, "n/a" kept, only empty cells are null.
@@ -97,12 +114,14 @@ def test_read_window_reads_every_file_as_text_and_reports_missing_days(
     assert missing == ["2026-03-04"]
 
 
-def test_read_window_ignores_files_outside_the_pattern(spec: ModelSpec, store: ObjectStore) -> None:
+def test_read_window_ignores_files_outside_the_pattern(
+    spec: ModelSpec, store: ObjectStore, tmp_path: Path
+) -> None:
     land(store, "2026-03-05", "c1,1,red,0\n")
     land(store, "2026-03-05", "zz,9,red,1\n", "notes.txt")
     store.write_bytes("landing/demo/ds=2026-03-05/rejected/old.csv", (HEADER + "old,1,red,1\n").encode())
     store.write_bytes("landing/demo/ds=2026-03-06/batch.csv", (HEADER + "future,1,red,1\n").encode())
-    frame, files, _ = read_window(spec, store, [AS_OF])
+    frame, files, _ = read_window(spec, store, [AS_OF], tmp_path)
     assert frame["id"].tolist() == ["c1"]
     assert len(files) == 1
 
@@ -123,18 +142,17 @@ def test_ingest_writes_a_content_addressed_snapshot_and_manifest(
     manifest = ingest_window(spec, landed, AS_OF, 3)
     prefix = snapshot_prefix("demo", AS_OF, manifest.sha256)
     assert prefix == f"raw/demo/ds=2026-03-05/{manifest.sha256[:16]}"
-    assert landed.list("raw") == [f"{prefix}/manifest.json", f"{prefix}/snapshot.csv"]
+    assert landed.list("raw") == [f"{prefix}/manifest.json", f"{prefix}/snapshot.parquet"]
 
-    data = landed.read_bytes(f"{prefix}/snapshot.csv")
-    assert hashlib.sha256(data).hexdigest() == manifest.sha256
-    assert data.startswith(HEADER.encode())
-    assert b"\r" not in data
+    table = pq.read_table(io.BytesIO(landed.read_bytes(f"{prefix}/snapshot.parquet")))
+    assert table.schema == pa.schema([(name, pa.string()) for name in ["id", "x", "colour", "label"]])
+    assert table_content_sha256(table) == manifest.sha256
 
     assert manifest.model == "demo"
     assert (manifest.as_of, manifest.window_start, manifest.window_days) == ("2026-03-05", "2026-03-03", 3)
     assert manifest.rows == 5
     assert manifest.columns == ["id", "x", "colour", "label"]
-    assert manifest.data_uri == landed.uri(f"{prefix}/snapshot.csv")
+    assert manifest.data_uri == landed.uri(f"{prefix}/snapshot.parquet")
     assert len(manifest.source_files) == 3
     assert manifest.missing_days == ["2026-03-04"]
 
@@ -149,11 +167,11 @@ def test_a_rerun_over_the_same_data_gives_the_same_sha_and_writes_nothing_new(
 ) -> None:
     first = ingest_window(spec, landed, AS_OF, 3)
     keys = landed.list()
-    snapshot = landed.read_bytes(f"{snapshot_prefix('demo', AS_OF, first.sha256)}/snapshot.csv")
+    snapshot = landed.read_bytes(f"{snapshot_prefix('demo', AS_OF, first.sha256)}/snapshot.parquet")
     second = ingest_window(spec, landed, AS_OF, 3)
     assert second == first
     assert landed.list() == keys
-    assert landed.read_bytes(f"{snapshot_prefix('demo', AS_OF, first.sha256)}/snapshot.csv") == snapshot
+    assert landed.read_bytes(f"{snapshot_prefix('demo', AS_OF, first.sha256)}/snapshot.parquet") == snapshot
 
 
 def test_the_same_content_in_another_store_has_the_same_sha(
@@ -180,45 +198,166 @@ def test_changed_source_data_makes_a_new_snapshot_beside_the_old_one(
     assert len(landed.list("raw/demo/ds=2026-03-05")) == 4
 
 
-def test_an_interrupted_ingest_is_completed_by_the_rerun(spec: ModelSpec, landed: ObjectStore) -> None:
+def test_an_interrupted_ingest_is_completed_by_the_rerun(
+    spec: ModelSpec, landed: ObjectStore, tmp_path: Path
+) -> None:
     manifest = ingest_window(spec, landed, AS_OF, 3)
+    snapshot = landed.read_bytes(manifest_data_key(manifest))
     landed.delete_prefix("raw")
-    prefix = snapshot_prefix("demo", AS_OF, manifest.sha256)
     # The snapshot was written but the process died before the manifest.
-    frame, _, _ = read_window(spec, landed, window_dates(AS_OF, 3))
-    landed.write_bytes(f"{prefix}/snapshot.csv", canonical_bytes(frame))
+    landed.write_bytes(manifest_data_key(manifest), snapshot)
     assert ingest_window(spec, landed, AS_OF, 3) == manifest
-    assert landed.exists(f"{prefix}/manifest.json")
+    assert landed.exists(snapshot_manifest_key("demo", AS_OF, manifest.sha256))
+    assert landed.read_bytes(manifest_data_key(manifest)) == snapshot
 
 
-def test_read_snapshot_returns_the_rows_as_text(spec: ModelSpec, landed: ObjectStore) -> None:
+def manifest_data_key(manifest: SnapshotManifest) -> str:
+    return f"{snapshot_prefix(manifest.model, date.fromisoformat(manifest.as_of), manifest.sha256)}/snapshot.parquet"
+
+
+def test_read_snapshot_returns_the_rows_as_text(spec: ModelSpec, landed: ObjectStore, tmp_path: Path) -> None:
     manifest = ingest_window(spec, landed, AS_OF, 3)
     frame = read_snapshot(landed, manifest)
-    expected, _, _ = read_window(spec, landed, window_dates(AS_OF, 3))
+    expected, _, _ = read_window(spec, landed, window_dates(AS_OF, 3), tmp_path)
     pd.testing.assert_frame_equal(frame, expected)
     assert frame["x"].tolist()[3] == "007"
+    assert frame["x"].isna().tolist() == [False, True, False, False, False]
 
 
 def test_read_snapshot_detects_a_tampered_snapshot(spec: ModelSpec, landed: ObjectStore) -> None:
     manifest = ingest_window(spec, landed, AS_OF, 3)
-    key = f"{snapshot_prefix('demo', AS_OF, manifest.sha256)}/snapshot.csv"
-    landed.write_bytes(key, landed.read_bytes(key).replace(b"a1,1.5", b"a1,9.5"))
-    with pytest.raises(ValueError, match="does not match its manifest's sha256"):
+    key = manifest_data_key(manifest)
+    table = pq.read_table(io.BytesIO(landed.read_bytes(key)))
+    changed = table.set_column(1, "x", pa.array(["9.5", None, "n/a", "007", "2e3"]))
+    buffer = io.BytesIO()
+    pq.write_table(changed, buffer)
+    landed.write_bytes(key, buffer.getvalue())
+    with pytest.raises(SnapshotIntegrityError, match="does not match its sha256"):
         read_snapshot(landed, manifest)
 
 
-def test_read_snapshot_of_a_manifest_with_a_wrong_sha_finds_no_data(
+def test_read_snapshot_of_a_manifest_with_a_wrong_sha_is_refused(
     spec: ModelSpec, landed: ObjectStore
 ) -> None:
     manifest = ingest_window(spec, landed, AS_OF, 3)
     forged = SnapshotManifest(**{**json.loads(manifest.to_json()), "sha256": "0" * 64})
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SnapshotIntegrityError, match="does not match its sha256 0000"):
         read_snapshot(landed, forged)
 
 
-def test_canonical_bytes_are_plain_csv_without_index() -> None:
-    frame = pd.DataFrame({"a": ["1", None], "b": ["x,y", "z"]})
-    assert canonical_bytes(frame) == b'a,b\n1,"x,y"\n,z\n'
+# --- the content hash ----------------------------------------------------------------------------
+
+
+def reference_content_sha256(columns: dict[str, list[str | None]]) -> str:
+    """The content hash as the README defines it, written out value by value."""
+    digest = hashlib.sha256(b"mlops-snapshot-v1\n")
+    for name, values in columns.items():
+        encoded = name.encode()
+        digest.update(len(encoded).to_bytes(8, "little", signed=True) + encoded)
+        digest.update(len(values).to_bytes(8, "little", signed=True))
+        for value in values:
+            length = -1 if value is None else len(value.encode())
+            digest.update(length.to_bytes(8, "little", signed=True))
+        for value in values:
+            digest.update(b"" if value is None else value.encode())
+    return digest.hexdigest()
+
+
+COLUMNS = {"a": ["1", None, "", "ü,x"], "b": ["x", "y", None, "zz"]}
+
+
+def test_the_content_hash_is_the_documented_one() -> None:
+    table = pa.table({name: pa.array(values, pa.string()) for name, values in COLUMNS.items()})
+    assert table_content_sha256(table) == reference_content_sha256(COLUMNS)
+
+
+def test_the_content_hash_does_not_depend_on_chunks_or_how_parquet_was_written(tmp_path: Path) -> None:
+    table = pa.table({name: pa.array(values, pa.string()) for name, values in COLUMNS.items()})
+    chunked = pa.concat_tables([table.slice(0, 1), table.slice(1, 2), table.slice(3)])
+    assert table_content_sha256(chunked) == table_content_sha256(table)
+    for number, options in enumerate(
+        [{"compression": "snappy"}, {"compression": "zstd", "row_group_size": 1}, {"use_dictionary": False}]
+    ):
+        path = tmp_path / f"{number}.parquet"
+        pq.write_table(table, path, **options)
+        assert file_content_sha256(path) == reference_content_sha256(COLUMNS)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"a": ["1", "", "", "ü,x"], "b": ["x", "y", None, "zz"]},  # missing is not empty text
+        {"a": ["1", None, "", "ü,x"], "b": ["x", "y", "", "zz"]},
+        {"a": ["1", None, "", "ü"], "b": [",x", "y", None, "zz"]},  # bytes moved across a boundary
+        {"b": ["x", "y", None, "zz"], "a": ["1", None, "", "ü,x"]},  # column order
+        {"A": ["1", None, "", "ü,x"], "b": ["x", "y", None, "zz"]},  # a name
+    ],
+)
+def test_any_change_of_a_value_name_or_order_changes_the_content_hash(
+    changed: dict[str, list[str | None]],
+) -> None:
+    original = pa.table({name: pa.array(values, pa.string()) for name, values in COLUMNS.items()})
+    table = pa.table({name: pa.array(values, pa.string()) for name, values in changed.items()})
+    assert table_content_sha256(table) != table_content_sha256(original)
+
+
+# --- reading source files: Arrow's CSV reader against pandas' ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"id,x,colour,label\na1,1.5,red,0\n",
+        b"\xef\xbb\xbfid,x,colour,label\na1,1.5,red,0\n",  # a byte order mark
+        b'id,x,colour,label\r\na1, 1.5 ,red,0\r\n\r\na2,"","blue",1\r\n',  # CRLF, blank line, quoted empty
+        b'id,x,colour,label\na1,"line\nbreak",red,0\na2,n/a,,1\n',  # a newline inside quotes
+        b"id,x,colour,label\na1,1.5,red\na2,2,blue,1\n",  # a short row: pandas fills it with missing values
+        b"id,x,x,label\na1,1,2,0\n",  # a duplicate header: pandas renames it
+        b"id,x,colour,label\n",  # a header and no rows
+        "id,x,colour,label\nä1,ß,rød,0\n".encode(),
+    ],
+)
+def test_a_csv_source_reads_exactly_as_pandas_reads_it_as_text(body: bytes) -> None:
+    expected = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False, na_values=[""])
+    table = read_source_file(body, "csv", make_spec())
+    assert table.schema == pa.schema([(str(name), pa.string()) for name in expected.columns])
+    pd.testing.assert_frame_equal(
+        text_frame(table), expected.astype(object).where(expected.notna(), float("nan"))
+    )
+
+
+def test_a_window_with_files_of_different_columns_is_their_union_in_order_of_appearance(
+    spec: ModelSpec, store: ObjectStore, tmp_path: Path
+) -> None:
+    store.write_bytes("landing/demo/ds=2026-03-05/a.csv", b"id,x,label\na1,1,0\n")
+    store.write_bytes("landing/demo/ds=2026-03-05/b.csv", b"id,colour,x,label,extra\nb1,red,2,1,e\n")
+    frame, _, _ = read_window(spec, store, [AS_OF], tmp_path)
+    assert list(frame.columns) == ["id", "x", "label", "colour", "extra"]
+    assert frame["colour"].isna().tolist() == [True, False]
+    assert frame["x"].tolist() == ["1", "2"]
+
+
+def test_staging_spills_one_part_per_source_file(
+    spec: ModelSpec, landed: ObjectStore, tmp_path: Path
+) -> None:
+    window = stage_window(spec, landed, window_dates(AS_OF, 3), tmp_path)
+    assert [part.name for part in window.parts] == [
+        "part-00000.arrow",
+        "part-00001.arrow",
+        "part-00002.arrow",
+    ]
+    assert window.rows == 5
+
+
+def test_a_snapshot_of_the_earlier_csv_form_is_still_read_and_checked(store: ObjectStore) -> None:
+    data = b"id,x\na1,1.5\na2,\n"
+    store.write_bytes("raw/demo/ds=2026-03-05/0123/snapshot.csv", data)
+    table = read_snapshot_key(
+        store, "raw/demo/ds=2026-03-05/0123/snapshot.csv", hashlib.sha256(data).hexdigest()
+    )
+    assert table.column("x").to_pylist() == ["1.5", None]
+    with pytest.raises(SnapshotIntegrityError):
+        read_snapshot_key(store, "raw/demo/ds=2026-03-05/0123/snapshot.csv", "0" * 64)
 
 
 def test_manifest_json_is_stable(spec: ModelSpec, landed: ObjectStore) -> None:

@@ -1,0 +1,561 @@
+"""The validation as it was before the Arrow path (text frames, GX's Python regexes, one batch of
+every column), kept unchanged as the reference the faster one is checked against
+(tests/unit/test_validation_equivalence.py). Not used by the pipeline.
+
+Original docstring: data validation with Great Expectations: a suite generated from the spec, a policy per rule.
+
+Every rule of the spec becomes one GX expectation tagged with a rule name (`schema:plan`,
+`type:tenure_months`, `not_null:customer_id`, `range:monthly_charges`, `allowed:plan`,
+`unique:customer_id`, `row_count`, `extra:<n>:<expectation>`) and a policy:
+
+* ``fail`` — the batch is refused;
+* ``warn`` — recorded in the outcome and the report, the rows are kept;
+* ``quarantine`` — the offending rows (every one of them: GX runs with ``COMPLETE`` results, not a
+  sample) are moved out of the batch, with the names of the rules each row broke. The batch is
+  refused when the quarantined share exceeds ``validation.max_quarantine_share``.
+
+Source files are read as text, so a value that cannot be parsed as its column's type is seen as
+such (`type:` rules run on the text) rather than silently becoming a null. Range and extra
+expectations run on the parsed values.
+
+:func:`validate_frame` is the pure part (frame in, :class:`ValidationOutcome` out);
+:func:`publish_validation` writes the GX result JSON, a summary, GX's Data Docs page and the
+quarantine to the store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_pipeline import layout
+from mlops_pipeline.spec import ModelSpec, Policy
+from mlops_pipeline.store import ObjectStore
+from mlops_pipeline.targets import canonical_label_text, canonical_text, typed_target
+from mlops_pipeline.training import NUMERIC_FEATURE_TYPES, features_frame
+
+REASONS_COLUMN = "_reasons"
+# Text forms accepted for each numeric type (surrounding spaces are tolerated by pandas' parser).
+_NUMBER_PATTERN = r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$"
+_INTEGER_PATTERN = r"^\s*[-+]?\d+(?:\.0*)?\s*$"
+_BOOLEAN_VALUES = ["true", "false", "True", "False", "TRUE", "FALSE", "0", "1"]
+# Text companions of typed columns in the frame GX sees; never part of the clean output.
+_TEXT_SUFFIX = "__as_text"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expectation of the generated suite with its name and policy."""
+
+    name: str
+    policy: Policy
+    expectation_type: str
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """What one rule found."""
+
+    name: str
+    policy: Policy
+    success: bool
+    unexpected_count: int
+    detail: str = ""
+
+    @property
+    def violated(self) -> bool:
+        """The rule did not hold."""
+        return not self.success
+
+
+@dataclass
+class ValidationOutcome:
+    """The verdict on one batch, the rows that may be used, and the rows that may not."""
+
+    model: str
+    rules: list[RuleResult]
+    row_count: int
+    quarantined: pd.DataFrame
+    clean: pd.DataFrame
+    failure_reasons: list[str]
+    warnings: list[str]
+    gx_result: dict[str, Any]
+    data_docs_html: str
+    max_quarantine_share: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when the batch may be used."""
+        return not self.failure_reasons
+
+    @property
+    def failure_reason(self) -> str:
+        """All reasons the batch was refused, in one line."""
+        return "; ".join(self.failure_reasons)
+
+    @property
+    def quarantined_count(self) -> int:
+        """Rows moved out of the batch."""
+        return len(self.quarantined)
+
+    @property
+    def quarantine_share(self) -> float:
+        """Share of the batch's rows that were quarantined."""
+        return self.quarantined_count / self.row_count if self.row_count else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """A small JSON-serialisable summary for reports, XCom and tests."""
+        return {
+            "model": self.model,
+            "passed": self.passed,
+            "failure_reasons": self.failure_reasons,
+            "warnings": self.warnings,
+            "rows": self.row_count,
+            "clean_rows": len(self.clean),
+            "quarantined_rows": self.quarantined_count,
+            "quarantine_share": round(self.quarantine_share, 6),
+            "max_quarantine_share": self.max_quarantine_share,
+            "rules": [
+                {
+                    "name": rule.name,
+                    "policy": rule.policy,
+                    "success": rule.success,
+                    "unexpected_count": rule.unexpected_count,
+                    "detail": rule.detail,
+                }
+                for rule in self.rules
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class ValidationArtifacts:
+    """Where one validation's outputs were written."""
+
+    result_uri: str
+    summary_uri: str
+    data_docs_uri: str
+    quarantine_uri: str | None
+    quarantined_count: int
+
+
+def _snake_to_class(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _text_column(column: str) -> str:
+    return f"{column}{_TEXT_SUFFIX}"
+
+
+def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
+    """The suite for `spec`: schema, types, nulls, ranges, allowed values, uniqueness, row count, extras.
+
+    Column rules are generated only for columns present in the batch; a missing column is reported
+    by its `schema:` rule alone.
+    """
+    default = spec.validation.default_policy
+    rules: list[Rule] = [
+        Rule(f"schema:{column}", spec.validation.schema_policy, "expect_column_to_exist", {"column": column})
+        for column in spec.columns
+    ]
+    rules.append(
+        Rule(
+            "row_count",
+            "fail",
+            "expect_table_row_count_to_be_between",
+            {"min_value": spec.validation.min_rows},
+        )
+    )
+    if spec.id_column in present_columns:
+        rules.append(
+            Rule(
+                f"not_null:{spec.id_column}",
+                default,
+                "expect_column_values_to_not_be_null",
+                {"column": spec.id_column},
+            )
+        )
+        rules.append(
+            Rule(
+                f"unique:{spec.id_column}",
+                default,
+                "expect_column_values_to_be_unique",
+                {"column": spec.id_column},
+            )
+        )
+    if spec.target in present_columns:
+        rules.append(
+            Rule(
+                f"not_null:{spec.target}",
+                default,
+                "expect_column_values_to_not_be_null",
+                {"column": spec.target},
+            )
+        )
+        if spec.target_classes:
+            # Labels as they come (text, integers, booleans), compared as canonical text.
+            rules.append(
+                Rule(
+                    f"allowed:{spec.target}",
+                    default,
+                    "expect_column_values_to_be_in_set",
+                    {
+                        "column": _text_column(spec.target),
+                        "value_set": [canonical_text(label) for label in spec.target_classes],
+                    },
+                )
+            )
+        else:
+            # Without target.classes a classification target holds integer labels (targets.py).
+            target_pattern = _INTEGER_PATTERN if spec.is_classification else _NUMBER_PATTERN
+            rules.append(
+                Rule(
+                    f"type:{spec.target}",
+                    default,
+                    "expect_column_values_to_match_regex",
+                    {"column": _text_column(spec.target), "regex": target_pattern},
+                )
+            )
+    for name, feature in spec.features.items():
+        if name not in present_columns:
+            continue
+        policy = feature.on_violation or default
+        typed = feature.type in NUMERIC_FEATURE_TYPES
+        if not feature.nullable:
+            # On the text, so an unparseable value is a `type:` violation, not also a null.
+            column = _text_column(name) if typed else name
+            rules.append(
+                Rule(f"not_null:{name}", policy, "expect_column_values_to_not_be_null", {"column": column})
+            )
+        if feature.type in ("number", "integer"):
+            pattern = _INTEGER_PATTERN if feature.type == "integer" else _NUMBER_PATTERN
+            rules.append(
+                Rule(
+                    f"type:{name}",
+                    policy,
+                    "expect_column_values_to_match_regex",
+                    {"column": _text_column(name), "regex": pattern},
+                )
+            )
+        elif feature.type == "boolean":
+            rules.append(
+                Rule(
+                    f"type:{name}",
+                    policy,
+                    "expect_column_values_to_be_in_set",
+                    {"column": _text_column(name), "value_set": _BOOLEAN_VALUES},
+                )
+            )
+        if feature.min is not None or feature.max is not None:
+            rules.append(
+                Rule(
+                    f"range:{name}",
+                    policy,
+                    "expect_column_values_to_be_between",
+                    {"column": name, "min_value": feature.min, "max_value": feature.max},
+                )
+            )
+        if feature.type == "category":
+            rules.append(
+                Rule(
+                    f"allowed:{name}",
+                    policy,
+                    "expect_column_values_to_be_in_set",
+                    {"column": name, "value_set": list(feature.allowed or [])},
+                )
+            )
+    weights = spec.training.sample_weight_column
+    if weights is not None and weights in present_columns:
+        rules.append(
+            Rule(
+                f"not_null:{weights}",
+                default,
+                "expect_column_values_to_not_be_null",
+                {"column": _text_column(weights)},
+            )
+        )
+        rules.append(
+            Rule(
+                f"type:{weights}",
+                default,
+                "expect_column_values_to_match_regex",
+                {"column": _text_column(weights), "regex": _NUMBER_PATTERN},
+            )
+        )
+        rules.append(
+            Rule(
+                f"range:{weights}",
+                default,
+                "expect_column_values_to_be_between",
+                {"column": weights, "min_value": 0},
+            )
+        )
+    for index, extra in enumerate(spec.validation.extra_expectations):
+        rules.append(Rule(f"extra:{index}:{extra.type}", extra.policy, extra.type, dict(extra.kwargs)))
+    return rules
+
+
+def _typed_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The frame GX checks: parsed values under the column names, raw text beside typed columns."""
+    checked = frame.reset_index(drop=True).copy()
+    present = [name for name in spec.features if name in checked.columns]
+    numeric = [name for name in present if spec.features[name].type in NUMERIC_FEATURE_TYPES]
+    for name in numeric:
+        text = checked[name]
+        checked[_text_column(name)] = text.astype(object).where(text.notna(), None)
+        if spec.features[name].type == "boolean":
+            lowered = text.astype(str).str.strip().str.lower()
+            checked[name] = lowered.map({"true": 1.0, "1": 1.0, "false": 0.0, "0": 0.0})
+        else:
+            checked[name] = pd.to_numeric(text, errors="coerce").astype("float64")
+    weights = spec.training.sample_weight_column
+    if weights is not None and weights in checked.columns:
+        text = checked[weights]
+        checked[_text_column(weights)] = text.astype(object).where(text.notna(), None)
+        checked[weights] = pd.to_numeric(text, errors="coerce").astype("float64")
+    if spec.target in checked.columns:
+        text = checked[spec.target]
+        if spec.target_classes:
+            checked[_text_column(spec.target)] = canonical_label_text(text, spec)
+        else:
+            checked[_text_column(spec.target)] = text.astype(object).where(text.notna(), None)
+    # One consolidated copy now: GX copies the frame for each metric, consolidating it every time.
+    return checked.copy()
+
+
+def _gx_context() -> Any:
+    # GX logs hundreds of INFO lines (docs decorators, expectation registry) when imported after Airflow.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def _expectation(rule: Rule) -> Any:
+    import great_expectations.expectations as gxe
+
+    cls = getattr(gxe, _snake_to_class(rule.expectation_type), None)
+    if cls is None:
+        raise ValueError(
+            f"unknown Great Expectations expectation {rule.expectation_type!r} (rule {rule.name})"
+        )
+    return cls(**rule.kwargs, meta={"rule": rule.name, "policy": rule.policy})
+
+
+def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str, run_name: str) -> Any:
+    """Run `rules` as one GX suite over `frame` with complete results; the GX validation result."""
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    context = _gx_context()
+    # All expectations at once: adding them one by one re-serialises the suite each time (quadratic).
+    suite = context.suites.add(
+        gx.ExpectationSuite(name=suite_name, expectations=[_expectation(rule) for rule in rules])
+    )
+    batch_definition = (
+        context.data_sources.add_pandas("batch_source")
+        .add_dataframe_asset(name=suite_name)
+        .add_batch_definition_whole_dataframe("whole_batch")
+    )
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{suite_name}_validation", data=batch_definition, suite=suite)
+    )
+    return definition.run(
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE"},
+        run_id=RunIdentifier(run_name=run_name),
+    )
+
+
+def render_data_docs(gx_result: Any) -> str:
+    """GX's own Data Docs page for one validation result (the page its site builder would write)."""
+    # GX exports these without `__all__`, and its render() is untyped: public API all the same.
+    from great_expectations.render.renderer import ValidationResultsPageRenderer  # type: ignore[attr-defined]
+    from great_expectations.render.view import DefaultJinjaPageView  # type: ignore[attr-defined]
+
+    # GX's renderer refuses numpy scalars as observed values (num_to_str): hand it Python numbers.
+    for item in gx_result.results:
+        observed = (item.result or {}).get("observed_value")
+        if isinstance(observed, np.generic):
+            item.result["observed_value"] = observed.item()
+
+    page = ValidationResultsPageRenderer().render(gx_result)
+    return str(DefaultJinjaPageView().render(page))  # type: ignore[no-untyped-call]
+
+
+def _rule_results(rules: list[Rule], gx_result: Any) -> Iterator[tuple[Rule, RuleResult, list[int]]]:
+    by_name = {rule.name: rule for rule in rules}
+    for item in gx_result.results:
+        rule = by_name[item.expectation_config.meta["rule"]]
+        result = item.result or {}
+        indices = [int(i) for i in result.get("unexpected_index_list") or []]
+        detail = ""
+        if item.exception_info and item.exception_info.get("raised_exception"):
+            detail = f"could not run: {item.exception_info.get('exception_message')}"
+        elif "observed_value" in result and not item.success:
+            detail = f"observed {result['observed_value']}"
+        elif not item.success and result.get("partial_unexpected_list"):
+            examples = ", ".join(repr(v) for v in result["partial_unexpected_list"][:5])
+            detail = f"e.g. {examples}"
+        count = int(result.get("unexpected_count") or len(indices))
+        yield rule, RuleResult(rule.name, rule.policy, bool(item.success), count, detail), indices
+
+
+def _clean_columns(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """Id, typed features and typed target of the rows that passed."""
+    typed = features_frame(frame, spec)
+    typed.insert(0, spec.id_column, frame[spec.id_column].astype(str))
+    typed[spec.target] = typed_target(frame[spec.target], spec).to_numpy()
+    if (weights := spec.training.sample_weight_column) is not None:
+        typed[weights] = pd.to_numeric(frame[weights], errors="coerce").astype("float64").to_numpy()
+    return typed.reset_index(drop=True)
+
+
+def validate_frame(frame: pd.DataFrame, spec: ModelSpec, run_name: str = "validation") -> ValidationOutcome:
+    """Validate one batch (read as text) against the spec's generated suite and apply each rule's policy."""
+    source = frame.reset_index(drop=True)
+    rules = build_rules(spec, set(source.columns))
+    gx_result = run_suite(_typed_frame(source, spec), rules, suite_name=spec.name, run_name=run_name)
+
+    results: list[RuleResult] = []
+    failures: list[str] = []
+    warnings: list[str] = []
+    reasons: dict[int, list[str]] = {}
+    for rule, outcome, indices in _rule_results(rules, gx_result):
+        results.append(outcome)
+        if outcome.success:
+            continue
+        described = (
+            f"{rule.name} ({outcome.unexpected_count} rows{', ' + outcome.detail if outcome.detail else ''})"
+        )
+        if outcome.unexpected_count == 0 and outcome.detail:
+            described = f"{rule.name} ({outcome.detail})"
+        if rule.policy == "fail":
+            failures.append(described)
+        elif rule.policy == "warn":
+            warnings.append(described)
+        elif indices:
+            for index in indices:
+                reasons.setdefault(index, []).append(rule.name)
+        else:
+            # A table-level rule (or one that could not run) has no rows to move: it cannot be quarantined.
+            failures.append(f"{described}: table-level rule with policy quarantine")
+
+    quarantined_index = sorted(reasons)
+    quarantined = source.loc[quarantined_index].copy()
+    order = {rule.name: position for position, rule in enumerate(rules)}
+    quarantined[REASONS_COLUMN] = [
+        ";".join(sorted(reasons[i], key=order.__getitem__)) for i in quarantined_index
+    ]
+    kept = source.drop(index=quarantined_index)
+
+    share = len(quarantined_index) / len(source) if len(source) else 0.0
+    if share > spec.validation.max_quarantine_share:
+        broken = sorted(
+            (r for r in results if r.violated and r.policy == "quarantine"), key=lambda r: -r.unexpected_count
+        )
+        named = "; ".join(
+            f"{r.name}: {r.unexpected_count} rows" + (f" ({r.detail})" if r.detail else "")
+            for r in broken[:3]
+        )
+        hint = ""
+        if spec.is_classification and any(r.name == f"type:{spec.target}" for r in broken):
+            hint = (
+                f". The labels of {spec.target} are not integers: list them in target.classes "
+                "(text, integers or booleans) to use them as they are"
+            )
+        failures.append(
+            f"{len(quarantined_index)} of {len(source)} rows ({share:.1%}) broke quarantine rules, "
+            f"over the limit of {spec.validation.max_quarantine_share:.1%}"
+            + (f" (most: {named})" if named else "")
+            + hint
+        )
+    clean = pd.DataFrame()
+    if not any(r.name.startswith("schema:") and r.violated for r in results):
+        clean = _clean_columns(kept, spec)
+        if not failures and len(clean) < spec.validation.min_rows:
+            failures.append(
+                f"only {len(clean)} clean rows left, fewer than min_rows {spec.validation.min_rows}"
+            )
+
+    return ValidationOutcome(
+        model=spec.name,
+        rules=results,
+        row_count=len(source),
+        quarantined=quarantined.reset_index(drop=True),
+        clean=clean,
+        failure_reasons=failures,
+        warnings=warnings,
+        gx_result=gx_result.to_json_dict(),
+        data_docs_html=render_data_docs(gx_result),
+        max_quarantine_share=spec.validation.max_quarantine_share,
+    )
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    # Quarantined rows keep their original text so nothing about the defect is lost.
+    frame.astype(object).where(frame.notna(), None).astype("string").to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=2, sort_keys=True, default=_json_default).encode()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def publish_validation(
+    outcome: ValidationOutcome, store: ObjectStore, model: str, run_id: str
+) -> ValidationArtifacts:
+    """Write the GX result, the summary, the Data Docs page and (if any) the quarantined rows."""
+    summary = outcome.summary()
+    quarantine_uri = None
+    if outcome.quarantined_count:
+        store.write_bytes(layout.quarantine_rows_key(model, run_id), _parquet_bytes(outcome.quarantined))
+        reason = {
+            "model": model,
+            "run_id": run_id,
+            "rows": outcome.quarantined_count,
+            "share": round(outcome.quarantine_share, 6),
+            "batch_passed": outcome.passed,
+            "rules": {
+                r.name: r.unexpected_count for r in outcome.rules if r.violated and r.policy == "quarantine"
+            },
+            "validation_result": store.uri(layout.validation_result_key(model, run_id)),
+            "explanation": f"each row's `{REASONS_COLUMN}` column names the rules it broke",
+        }
+        store.write_bytes(layout.quarantine_reason_key(model, run_id), _json_bytes(reason))
+        quarantine_uri = store.uri(layout.quarantine_rows_key(model, run_id))
+        summary["quarantine_uri"] = quarantine_uri
+    store.write_bytes(layout.validation_result_key(model, run_id), _json_bytes(outcome.gx_result))
+    store.write_bytes(layout.data_docs_key(model, run_id), outcome.data_docs_html.encode())
+    store.write_bytes(layout.validation_summary_key(model, run_id), _json_bytes(summary))
+    return ValidationArtifacts(
+        result_uri=store.uri(layout.validation_result_key(model, run_id)),
+        summary_uri=store.uri(layout.validation_summary_key(model, run_id)),
+        data_docs_uri=store.uri(layout.data_docs_key(model, run_id)),
+        quarantine_uri=quarantine_uri,
+        quarantined_count=outcome.quarantined_count,
+    )
+
+
+def rule_names(outcome: ValidationOutcome) -> list[str]:
+    """Names of the rules that did not hold."""
+    return [r.name for r in outcome.rules if r.violated]
