@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops_pipeline.spec import Label, ModelSpec
@@ -28,9 +29,11 @@ class TargetError(ValueError):
 
 
 def _as_text(values: pd.Series) -> pd.Series:
-    return (
-        values.astype(object).where(values.notna(), None).map(lambda v: None if v is None else str(v).strip())
-    )
+    """Each present value as `str(value).strip()`, missing ones None (vectorised: labels are many)."""
+    present = values.notna().to_numpy()
+    text = np.full(len(values), None, dtype=object)
+    text[present] = values[present].astype(str).str.strip().to_numpy(dtype=object)
+    return pd.Series(text, index=values.index, dtype=object)
 
 
 def label_type(spec: ModelSpec) -> type:

@@ -570,11 +570,19 @@ def _clean_columns(columns: CheckedColumns, kept_rows: np.ndarray, spec: ModelSp
             inputs[name] = _nan_text(text.iloc[kept_rows])
     typed = features_frame(pd.DataFrame(inputs), spec)
     typed.insert(0, spec.id_column, _nan_text(columns.checked[spec.id_column].iloc[kept_rows]).astype(str))
-    target = _nan_text(columns.checked[spec.target].iloc[kept_rows])
-    typed[spec.target] = typed_target(pd.Series(target), spec).to_numpy()
+    typed[spec.target] = _typed_labels(columns.checked[spec.target].iloc[kept_rows], spec)
     if (weights := spec.training.sample_weight_column) is not None:
         typed[weights] = columns.numbers[weights][kept_rows]
     return typed
+
+
+def _typed_labels(text: pd.Series, spec: ModelSpec) -> np.ndarray:
+    """`typed_target` of dictionary-encoded text, computed once per distinct label (same values)."""
+    if not isinstance(text.dtype, pd.CategoricalDtype) or text.isna().any():
+        return typed_target(pd.Series(_nan_text(text)), spec).to_numpy()
+    used = text.cat.remove_unused_categories()
+    labels = typed_target(pd.Series(used.cat.categories, dtype=object), spec).to_numpy()
+    return labels[used.cat.codes.to_numpy()]
 
 
 def _nan_text(text: pd.Series) -> np.ndarray:

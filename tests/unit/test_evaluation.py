@@ -18,7 +18,9 @@ from mlops_pipeline.evaluation import (
     compute_metrics,
     evaluate_gates,
     latency_p95_ms_per_1k,
+    metrics_sample,
     model_metrics,
+    predict_frame,
     render_html,
     slice_metrics,
 )
@@ -188,6 +190,108 @@ def test_slice_metrics_cover_each_value_of_the_slice_column(
     red = holdout[holdout["colour"] == "red"]
     assert slices[2].rows == len(red)
     assert slices[2].metrics == model_metrics(pipeline, red, spec)
+
+
+def _slice_metrics_predicting_each_slice(
+    pipeline: Any, frame: pd.DataFrame, spec: ModelSpec
+) -> list[SliceMetrics]:
+    """Slice metrics as first written: every slice's rows predicted again on their own."""
+    return [
+        SliceMetrics(s.column, str(value), len(part), model_metrics(pipeline, part, spec))
+        for s in spec.gates.slices
+        for value, part in frame.groupby(frame[s.column].astype(str), sort=True)
+    ]
+
+
+def _assert_same_slices(ours: list[SliceMetrics], reference: list[SliceMetrics]) -> None:
+    assert [(s.column, s.value, s.rows) for s in ours] == [(s.column, s.value, s.rows) for s in reference]
+    for mine, theirs in zip(ours, reference, strict=True):
+        assert mine.metrics.keys() == theirs.metrics.keys()
+        assert mine.metrics == pytest.approx(theirs.metrics, abs=1e-9, rel=0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [("logistic_regression", {}), ("hist_gradient_boosting", {"max_iter": 30}), ("ridge", {})],
+)
+def test_slices_and_holdout_from_one_prediction_equal_predicting_each_slice(
+    kind: str, params: dict[str, Any]
+) -> None:
+    """Predicting the holdout once gives the metrics that predicting the holdout and then every
+    slice again gave (to 1e-9), on a shuffled frame whose index repeats."""
+    regression = kind == "ridge"
+    slices = [{"column": "colour", "floors": {"r2" if regression else "roc_auc": 0.1}, "min_rows": 10}]
+    data = (regressor_spec() if regression else classifier_spec()).model_dump()
+    data["features"] = {"x": {"type": "number"}, "colour": {"type": "category", "allowed": COLOURS}}
+    data["gates"]["slices"] = slices
+    data["estimator"] = {"kind": kind, "params": params}
+    spec = ModelSpec.model_validate(data)
+    rng = np.random.default_rng(5)
+    rows = 2_000
+    x = rng.normal(size=rows)
+    colour = rng.choice([*COLOURS, None], size=rows, p=[0.4, 0.4, 0.15, 0.05])
+    signal = 2 * x + (colour == "red")
+    label = (
+        signal * 30 + rng.normal(size=rows) if regression else (rng.random(rows) < 1 / (1 + np.exp(-signal)))
+    )
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(rows)], "x": x, "colour": colour, "label": label})
+    frame["label"] = frame["label"].astype(float if regression else int)
+    with threadpool_limits(limits=1):
+        pipeline = train_model(frame, spec).pipeline
+        holdout = split_frame(frame, spec).holdout.sample(frac=1.0, random_state=1)
+        holdout.index = np.arange(len(holdout)) % 7  # not unique: slices must go by position
+        predictions = predict_frame(pipeline, holdout, spec)
+        assert predictions.metrics() == model_metrics(pipeline, holdout, spec)
+        reference = _slice_metrics_predicting_each_slice(pipeline, holdout, spec)
+        _assert_same_slices(slice_metrics(pipeline, holdout, spec, predictions), reference)
+        _assert_same_slices(slice_metrics(pipeline, holdout, spec), reference)
+    assert {s.value for s in reference} == {*COLOURS, "None"}
+
+
+def test_no_gated_slice_means_no_prediction() -> None:
+    class Unfitted:
+        def predict(self, features: pd.DataFrame) -> None:
+            raise AssertionError("predicted without a slice to measure")
+
+    spec = classifier_spec(slices=[])
+    assert slice_metrics(Unfitted(), pd.DataFrame({"x": [1.0], "colour": ["red"], "label": [1]}), spec) == []
+
+
+# --- the training metrics' sample ----------------------------------------------------------------
+
+
+def test_the_metrics_sample_is_the_same_rows_every_time_and_all_rows_of_a_small_set() -> None:
+    frame = pd.DataFrame(
+        {"id": [f"r{i}" for i in range(5_000)], "v": np.arange(5_000)}, index=np.arange(5_000) * 3
+    )
+    first = metrics_sample(frame, seed=42, rows=1_000)
+    assert len(first) == 1_000 and first["id"].is_unique
+    pd.testing.assert_frame_equal(first, metrics_sample(frame.copy(), seed=42, rows=1_000))
+    assert first.index.is_monotonic_increasing  # in the frame's order
+    assert not first.index.equals(metrics_sample(frame, seed=7, rows=1_000).index)
+    assert metrics_sample(frame, seed=42, rows=5_000) is frame
+    assert metrics_sample(frame, seed=42) is frame  # 5,000 rows: under the default sample
+
+
+def test_train_metrics_on_the_sample_are_close_to_those_of_every_training_row() -> None:
+    """A 4,000-row sample of ~9,700 training rows: accuracy and ROC AUC within 0.02 of the full set's
+    (their standard error is ~0.005 here; ~0.002 at the production sample of 100,000 rows)."""
+    spec = classifier_spec()
+    rng = np.random.default_rng(11)
+    rows = 12_000
+    x = rng.normal(size=rows)
+    colour = rng.choice(COLOURS, size=rows)
+    label = (rng.random(rows) < 1 / (1 + np.exp(-(2 * x + (colour == "red"))))).astype(int)
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(rows)], "x": x, "colour": colour, "label": label})
+    with threadpool_limits(limits=1):
+        pipeline = train_model(frame, spec).pipeline
+        train = split_frame(frame, spec).train
+        full = model_metrics(pipeline, train, spec)
+        sample = metrics_sample(train, spec.split.seed, rows=4_000)
+        sampled = model_metrics(pipeline, sample, spec)
+    assert len(train) > 2 * len(sample)
+    for metric in ("accuracy", "roc_auc"):
+        assert sampled[metric] == pytest.approx(full[metric], abs=0.02), metric
 
 
 def test_latency_is_a_positive_p95_in_milliseconds(fitted: tuple[ModelSpec, Any, pd.DataFrame]) -> None:

@@ -78,6 +78,65 @@ def test_candidate_run_carries_lineage(client, candidate: registry.LoggedCandida
     assert run.data.params["estimator.alpha"] == "1.0"
     assert run.inputs.dataset_inputs[0].dataset.digest == ("ab" * 32)[:36]
     assert len(candidate.artifact_sha256) == 64 and candidate.model_size_mb > 0
+    assert "train_metrics_rows" not in run.data.params  # logged only when the caller says
+
+
+def test_the_logged_dataset_is_the_snapshot_by_its_sha256_uri_and_clean_columns(
+    client, candidate: registry.LoggedCandidate
+) -> None:
+    """What MLflow holds of the training data: read back from the tracking store, not from our objects."""
+    import json
+
+    dataset = client.get_run(candidate.run_id).inputs.dataset_inputs[0].dataset
+    assert dataset.digest == ("ab" * 32)[: registry.DATASET_DIGEST_CHARS]
+    assert dataset.name == "diabetes@2026-01-01"
+    assert json.loads(dataset.source)["uri"] == "file:///data/snapshot.csv"
+    clean = diabetes_frame()
+    columns = json.loads(dataset.schema)["mlflow_colspec"]
+    assert [c["name"] for c in columns] == list(clean.columns)
+    types = {c["name"]: c["type"] for c in columns}
+    assert types["patient_id"] == types["sex"] == "string"
+    assert types["age"] == "long" and types["bmi"] == types["progression"] == "double"
+    assert all(c["required"] for c in columns)  # diabetes has no missing value
+    assert json.loads(dataset.profile)["num_rows"] == len(clean)
+
+
+def test_the_digest_limit_is_mlflows_column_length() -> None:
+    """A longer digest than MLflow's `datasets.digest` column holds fails on PostgreSQL."""
+    from mlflow.store.tracking.dbmodels.models import SqlDataset
+
+    assert SqlDataset.__table__.c.digest.type.length == registry.DATASET_DIGEST_CHARS
+
+
+def test_the_dataset_schema_comes_from_the_dtypes() -> None:
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "text": pd.Series(["x", None], dtype="string"),
+            "n": np.array([1, 2], dtype="int64"),
+            "small": np.array([1, 2], dtype="int32"),
+            "x": [1.0, np.nan],
+            "x32": np.array([1.0, 2.0], dtype="float32"),
+            "flag": [True, False],
+            "plan": pd.Categorical(["basic", "premium"]),
+            "when": pd.to_datetime(["2026-01-01", "2026-01-02"]),
+        }
+    )
+    schema = registry.frame_schema(frame)
+    assert [(c.name, c.type.name, c.required) for c in schema.inputs] == [
+        ("id", "string", True),
+        ("text", "string", False),
+        ("n", "long", True),
+        ("small", "integer", True),
+        ("x", "double", False),
+        ("x32", "float", True),
+        ("flag", "boolean", True),
+        ("plan", "string", True),
+        ("when", "datetime", True),
+    ]
 
 
 def test_load_verified_refuses_a_tampered_artifact(candidate: registry.LoggedCandidate) -> None:

@@ -122,6 +122,48 @@ def test_numeric_and_text_ids_with_the_same_text_land_on_the_same_side() -> None
     )
 
 
+def _reference_holdout_mask(ids: pd.Series, fraction: float, seed: int) -> np.ndarray:
+    """The holdout rule as first written, one int.from_bytes per id: the split may never change."""
+    import hashlib
+
+    salted = (str(seed) + ":" + ids.astype(str)).to_numpy()
+    buckets = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big") for value in salted),
+        dtype=np.uint64,
+        count=len(salted),
+    )
+    return (buckets / np.float64(2**64)) < fraction
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        pd.Series([f"c20260214-{i:05d}" for i in range(20_000)]),
+        pd.Series(range(-500, 5_000)),
+        pd.Series([1.5, 2.0, np.nan, 1e20]),
+        pd.Series(["ünïcødé", "日本", "", " x ", "a:b"], index=[9, 9, 3, 1, 0]),
+        pd.Series([], dtype=object),
+    ],
+    ids=["text", "integers", "floats", "unicode-duplicate-index", "empty"],
+)
+def test_holdout_mask_keeps_every_rows_side_bit_for_bit(ids: pd.Series) -> None:
+    for fraction, seed in [(0.2, 42), (0.5, 0), (0.013, 12345)]:
+        assert np.array_equal(holdout_mask(ids, fraction, seed), _reference_holdout_mask(ids, fraction, seed))
+
+
+def test_train_model_given_the_split_fits_the_same_model() -> None:
+    spec = make_spec("hist_gradient_boosting", params={"max_iter": 20})
+    frame = clean_frame(600)
+    split = split_frame(frame, spec)
+    assert (split.train_rows, split.holdout_rows) == (len(split.train), len(split.holdout))
+    given, own = train_model(frame, spec, split), train_model(frame, spec)
+    assert (given.train_rows, given.holdout_rows) == (own.train_rows, own.holdout_rows)
+    features = features_frame(split.holdout, spec)
+    np.testing.assert_array_equal(
+        given.pipeline.predict_proba(features), own.pipeline.predict_proba(features)
+    )
+
+
 def test_split_frame_partitions_the_rows_by_id() -> None:
     spec = make_spec()
     frame = clean_frame(1_000)

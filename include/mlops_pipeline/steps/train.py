@@ -41,13 +41,13 @@ def ingest(spec: ModelSpec, store: ObjectStore, as_of: date, window_days: int | 
 
 def validate(spec: ModelSpec, store: ObjectStore, manifest: Snapshot, run: RunInfo) -> Validated:
     """Validate the snapshot with Great Expectations; publish results, quarantine, and the clean rows."""
-    from mlops_pipeline.ingest import read_snapshot
+    from mlops_pipeline.ingest import read_snapshot_table
     from mlops_pipeline.targets import TargetError
     from mlops_pipeline.validation import publish_validation, validate_frame
 
     snapshot = SnapshotManifest(**manifest)
     try:
-        outcome = validate_frame(read_snapshot(store, snapshot), spec)
+        outcome = validate_frame(read_snapshot_table(store, snapshot), spec)
     except TargetError as exc:  # labels a `warn` policy let through, which the model cannot use
         raise StepRejected(f"validation of {snapshot.data_uri}: {exc}") from exc
     artifacts = publish_validation(outcome, store, spec.name, run.dag_run_id)
@@ -85,20 +85,21 @@ def train(
 ) -> Candidate:
     """Fit the pipeline on the clean rows and log it to MLflow with its lineage; the logged candidate."""
     from mlops_pipeline import registry
-    from mlops_pipeline.evaluation import model_metrics
+    from mlops_pipeline.evaluation import metrics_sample, model_metrics
     from mlops_pipeline.training import split_frame, train_model
 
     settings = get_settings()
     registry.configured_client()
     clean = _read_clean(store, validated)
+    split = split_frame(clean, spec)  # hashed and selected once, for the fit and the train metrics
     try:
-        result = train_model(clean, spec)
+        result = train_model(clean, spec, split)
     except ValueError as exc:
         raise StepRejected(str(exc)) from exc
-    train_metrics = {
-        f"train_{k}": v
-        for k, v in model_metrics(result.pipeline, split_frame(clean, spec).train, spec).items()
-    }
+    # On a fixed-seed sample of the training rows: they describe the fit (the gates judge the
+    # holdout), and predicting every training row again costs seconds per million rows.
+    sample = metrics_sample(split.train, spec.split.seed)
+    train_metrics = {f"train_{k}": v for k, v in model_metrics(result.pipeline, sample, spec).items()}
     candidate = registry.log_candidate(
         result,
         spec,
@@ -107,6 +108,7 @@ def train(
         train_metrics,
         run_tags={**run.tags(), "mlops.quarantined_rows": str(validated["quarantined_rows"])},
         code=registry.code_version(settings.code_version),
+        training_metrics_rows=len(sample),
     )
     return cast(Candidate, asdict(candidate))
 
@@ -126,6 +128,7 @@ def evaluate(
         evaluate_gates,
         latency_p95_ms_per_1k,
         model_metrics,
+        predict_frame,
         render_html,
         slice_metrics,
     )
@@ -134,7 +137,9 @@ def evaluate(
     client = registry.configured_client()
     holdout = split_frame(_read_clean(store, validated), spec).holdout
     pipeline = registry.load_verified(candidate["model_uri"], candidate["artifact_sha256"])
-    candidate_metrics = model_metrics(pipeline, holdout, spec)
+    # The holdout is predicted once: its metrics and every slice's come from these predictions.
+    predictions = predict_frame(pipeline, holdout, spec)
+    candidate_metrics = predictions.metrics()
     champion = registry.alias_version(client, spec.name, registry.CHAMPION)
     champion_metrics = None
     champion_info = None
@@ -145,7 +150,7 @@ def evaluate(
         spec,
         candidate_metrics,
         champion_metrics,
-        slice_metrics(pipeline, holdout, spec),
+        slice_metrics(pipeline, holdout, spec, predictions),
         latency_p95_ms_per_1k(pipeline, holdout, spec),
         candidate["model_size_mb"],
         candidate={"run_id": candidate["run_id"], "holdout_rows": len(holdout)},

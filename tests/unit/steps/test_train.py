@@ -77,6 +77,49 @@ def test_the_steps_chain_from_ingest_to_promotion(diabetes: ModelSpec, store: Lo
     assert second["champion_version"] == registered["version"]
 
 
+def test_train_logs_the_snapshot_as_dataset_and_its_metrics_sample(
+    diabetes: ModelSpec, store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run names the snapshot (sha256 digest, URI, clean columns) and says how many training
+    rows its train_* metrics come from; read back from MLflow."""
+    import functools
+
+    from mlops_pipeline import evaluation
+    from mlops_pipeline.training import split_frame
+
+    run = steps.RunInfo("diabetes__train", "metrics_sample", "t", "t")
+    manifest = train_steps.ingest(diabetes, store, DIABETES_DS, None)
+    validated = train_steps.validate(diabetes, store, manifest, run)
+    clean = pd.read_parquet(store.root / validated["clean_key"])
+    train = split_frame(clean, diabetes).train
+    client = registry.configured_client()
+
+    # 442 rows: under the sample size, every training row counts.
+    logged = client.get_run(train_steps.train(diabetes, store, manifest, validated, run)["run_id"])
+    assert logged.data.params["train_metrics_rows"] == logged.data.params["train_rows"] == str(len(train))
+    pipeline = registry.load_verified(logged.data.tags["model_uri"], logged.data.tags["artifact_sha256"])
+    full = evaluation.model_metrics(pipeline, train, diabetes)
+    metrics = logged.data.metrics
+    assert {k.removeprefix("train_"): v for k, v in metrics.items() if k.startswith("train_")} == (
+        pytest.approx(full, abs=1e-9)
+    )
+    dataset = logged.inputs.dataset_inputs[0].dataset
+    assert dataset.digest == manifest["sha256"][: registry.DATASET_DIGEST_CHARS]
+    assert json.loads(dataset.source)["uri"] == manifest["data_uri"]
+    assert [c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]] == list(clean.columns)
+    assert json.loads(dataset.profile)["num_rows"] == len(clean)
+
+    # A sample smaller than the training rows: the metrics are those of exactly that sample.
+    monkeypatch.setattr(evaluation, "metrics_sample", functools.partial(evaluation.metrics_sample, rows=100))
+    sampled = client.get_run(train_steps.train(diabetes, store, manifest, validated, run)["run_id"])
+    assert sampled.data.params["train_metrics_rows"] == "100"
+    expected = evaluation.model_metrics(
+        pipeline, evaluation.metrics_sample(train, diabetes.split.seed), diabetes
+    )
+    assert sampled.data.metrics["train_rmse"] == pytest.approx(expected["rmse"], abs=1e-9)
+    assert sampled.data.metrics["train_rmse"] != pytest.approx(full["rmse"], abs=1e-9)
+
+
 def test_ingest_refuses_a_window_without_data(diabetes: ModelSpec, store: LocalStore) -> None:
     with pytest.raises(steps.StepRejected, match="no"):
         train_steps.ingest(diabetes, store, datetime.date(2020, 1, 1), 3)
