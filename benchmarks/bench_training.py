@@ -209,7 +209,9 @@ def measure_pipeline(workdir: Path) -> dict[str, Any]:
 
 def main() -> None:
     """Set up, measure pipeline and limit (interleaved), print the summary as the last line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON line")
@@ -243,7 +245,9 @@ def main() -> None:
         best = min(pipelines, key=lambda p: p["total"])
         best_limit = min(limits, key=lambda limit: limit["seconds"])
         state = workdir / "state"
-        evaluation = json.loads((state / "evaluate.json").read_text()) if (state / "evaluate.json").exists() else {}
+        evaluation = (
+            json.loads((state / "evaluate.json").read_text()) if (state / "evaluate.json").exists() else {}
+        )
         summary = {
             "rows": args.rows,
             "pipeline_s": best["total"],

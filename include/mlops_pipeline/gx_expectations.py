@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
 # GX's documented way to add a metric; these modules export without `__all__`.
 from great_expectations.execution_engine import PandasExecutionEngine  # type: ignore[attr-defined]
 from great_expectations.expectations.core.expect_column_values_to_match_regex import (
