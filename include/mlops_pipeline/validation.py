@@ -48,6 +48,8 @@ REASONS_COLUMN = "_reasons"
 _NUMBER_PATTERN = r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$"
 _INTEGER_PATTERN = r"^\s*[-+]?\d+(?:\.0*)?\s*$"
 _BOOLEAN_VALUES = ["true", "false", "True", "False", "TRUE", "FALSE", "0", "1"]
+# Columns per GX batch (see `run_suite`).
+COLUMNS_PER_BATCH = 3
 # The type rules' regex check: GX's own expectation on a vectorised metric (gx_expectations.py).
 TYPE_REGEX_EXPECTATION = "expect_column_values_to_match_regex_vectorised"
 # Text companions of typed columns in the frame GX sees; never part of the clean output.
@@ -457,9 +459,11 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
     """Run `rules` with complete results; one GX validation result, the rules in their order.
 
     GX filters and copies its whole batch for every metric it computes, so a batch of all columns
-    costs (columns x metrics) copies. Each column's rules therefore run on a batch of that column
-    alone (with its text form), and table-level rules on all columns; the results are then put
-    together in the order one run would give them (a test holds them equal).
+    costs (columns x metrics) copies, and each batch costs a fixed setup. Column rules therefore
+    run on batches of a few columns (`COLUMNS_PER_BATCH`, with their text forms; measured at 1M
+    rows: 2.1 s for batches of 3 columns, 3.4 s for 1, 3.6 s for 20), table-level rules on all
+    columns; the results are then put together in the order one run would give them (a test
+    holds them equal).
     """
     import great_expectations as gx
     from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
@@ -467,21 +471,28 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
 
     context = _gx_context()
     source = context.data_sources.add_pandas("batch_source")
-    groups: dict[str | None, list[Rule]] = {None: []}
+    by_column: dict[str | None, list[Rule]] = {None: []}
     for rule in rules:
-        groups.setdefault(_rule_column(rule), []).append(rule)
+        by_column.setdefault(_rule_column(rule), []).append(rule)
+    checked_names = [column for column in by_column if column is not None]
+    batches: list[tuple[list[str] | None, list[Rule]]] = [(None, by_column[None])]
+    for start in range(0, len(checked_names), COLUMNS_PER_BATCH):
+        names = checked_names[start : start + COLUMNS_PER_BATCH]
+        batches.append((names, [rule for column in names for rule in by_column[column]]))
     by_rule: dict[str, Any] = {}
     whole_meta: dict[str, Any] = {}
     batch_id = None
-    for position, (column, group) in enumerate(groups.items()):
-        if column is None:
+    for position, (chunk, group) in enumerate(batches):
+        if chunk is None:
             frame = pd.DataFrame(columns.checked)
         else:
-            names = [name for name in (column, _text_column(column)) if name in columns.checked]
+            names = [
+                name for column in chunk for name in (column, _text_column(column)) if name in columns.checked
+            ]
             frame = pd.DataFrame({name: columns.checked[name] for name in names})
         if frame.shape[1] == 0:
             frame = pd.DataFrame(index=pd.RangeIndex(columns.rows))
-        name = suite_name if column is None else f"{suite_name}.{position}"
+        name = suite_name if chunk is None else f"{suite_name}.{position}"
         # All expectations at once: adding them one by one re-serialises the suite each time (quadratic).
         suite = context.suites.add(
             gx.ExpectationSuite(name=name, expectations=[_expectation(rule) for rule in group])
@@ -495,7 +506,7 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
             result_format={"result_format": "COMPLETE"},
             run_id=RunIdentifier(run_name=run_name),
         )
-        if column is None:
+        if chunk is None:
             whole_meta, batch_id = dict(result.meta), result.batch_id
         for item in result.results:
             by_rule[item.expectation_config.meta["rule"]] = item
