@@ -7,6 +7,7 @@ pipeline, so scoring needs nothing but the pipeline and the raw feature columns.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from mlops_pipeline.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -321,12 +324,23 @@ def train_model(clean: pd.DataFrame, spec: ModelSpec, split: SplitFrames | None 
     features = features_frame(split.train, spec)
     fit_kwargs = _fit_kwargs(spec, split.train)
     candidates = None
+    log.info(
+        "fitting %s on %d rows x %d features%s (holdout: %d rows)",
+        spec.estimator.label,
+        len(features),
+        features.shape[1],
+        " with a hyperparameter search" if spec.training.search is not None else "",
+        split.holdout_rows,
+    )
     started = time.perf_counter()
     if spec.training.search is not None:
         pipeline, candidates = _search(spec, pipeline, features, y_train, fit_kwargs)
     else:
         pipeline.fit(features, y_train, **fit_kwargs)
     fit_seconds = time.perf_counter() - started
+    log.info(
+        "fitted in %.1f s (%.0f rows/s)", fit_seconds, len(features) / fit_seconds if fit_seconds else 0.0
+    )
     chosen = dict(spec.estimator.params)
     if candidates:
         chosen |= next(c.params for c in candidates if c.rank == 1)

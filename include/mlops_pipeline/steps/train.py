@@ -7,6 +7,7 @@ promote is Airflow's ApprovalOperator and has none).
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import asdict
 from datetime import date
 from typing import Any, cast
@@ -26,6 +27,8 @@ from mlops_pipeline.steps.results import (
     promotion,
 )
 from mlops_pipeline.store import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 def ingest(spec: ModelSpec, store: ObjectStore, as_of: date, window_days: int | None) -> Snapshot:
@@ -138,6 +141,7 @@ def evaluate(
     holdout = split_frame(_read_clean(store, validated), spec).holdout
     pipeline = registry.load_verified(candidate["model_uri"], candidate["artifact_sha256"])
     # The holdout is predicted once: its metrics and every slice's come from these predictions.
+    log.info("scoring the candidate on the holdout: %d rows", len(holdout))
     predictions = predict_frame(pipeline, holdout, spec)
     candidate_metrics = predictions.metrics()
     champion = registry.alias_version(client, spec.name, registry.CHAMPION)
