@@ -468,6 +468,7 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
     import great_expectations as gx
     from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
     from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.validator.validation_statistics import calc_validation_statistics
 
     context = _gx_context()
     source = context.data_sources.add_pandas("batch_source")
@@ -515,16 +516,17 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
     del context, source, frame, result
     gc.collect()
     ordered = [by_rule[rule.name] for rule in _gx_order(rules)]
-    successful = sum(1 for item in ordered if item.success)
+    # GX's own statistics of a results list, as one run computes them.
+    statistics = calc_validation_statistics(ordered)
     return ExpectationSuiteValidationResult(
-        success=successful == len(ordered),
+        success=statistics.success,
         results=ordered,
         suite_name=suite_name,
         statistics={
-            "evaluated_expectations": len(ordered),
-            "successful_expectations": successful,
-            "unsuccessful_expectations": len(ordered) - successful,
-            "success_percent": successful / len(ordered) * 100 if ordered else None,
+            "evaluated_expectations": statistics.evaluated_expectations,
+            "successful_expectations": statistics.successful_expectations,
+            "unsuccessful_expectations": statistics.unsuccessful_expectations,
+            "success_percent": statistics.success_percent,
         },
         meta=whole_meta,
         batch_id=batch_id,
