@@ -141,14 +141,29 @@ def predict_frame(pipeline: Any, frame: pd.DataFrame, spec: ModelSpec) -> Predic
     """A fitted pipeline's predictions (and class probabilities) on `frame` (features + target)."""
     features = features_frame(frame, spec)
     y_true = target_series(frame, spec).to_numpy()
-    y_pred = pipeline.predict(features)
+    model, features = _preprocessed(pipeline, features)
+    y_pred = model.predict(features)
     if not spec.is_classification:
         return Predictions(y_true, y_pred, None, None)
     from mlops_pipeline.targets import positive_label
 
     classes = list(pipeline.classes_)
     positive = positive_label(spec, classes) if len(classes) == 2 else None
-    return Predictions(y_true, y_pred, pipeline.predict_proba(features), classes, positive)
+    return Predictions(y_true, y_pred, model.predict_proba(features), classes, positive)
+
+
+def _preprocessed(pipeline: Any, features: pd.DataFrame) -> tuple[Any, Any]:
+    """The final estimator and the features through every step before it, for a Pipeline; the
+    pipeline and the features as they are otherwise.
+
+    What `Pipeline.predict` and `Pipeline.predict_proba` each do first, done once for both: the
+    same values (a test holds them equal), without preprocessing the holdout twice.
+    """
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) < 2:
+        return pipeline, features
+    return pipeline.steps[-1][1], pipeline[:-1].transform(features)
 
 
 def model_metrics(pipeline: Any, frame: pd.DataFrame, spec: ModelSpec) -> dict[str, float]:

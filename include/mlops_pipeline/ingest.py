@@ -326,8 +326,10 @@ def read_snapshot_key(store: ObjectStore, key: str, sha256: str) -> pa.Table:
             actual = hashlib.sha256(data).hexdigest()
             table = _read_csv_text(data) if actual == sha256 else None
         else:
-            actual = file_content_sha256(local)
-            table = pq.read_table(str(local)) if actual == sha256 else None
+            # Read once and hashed in memory: the rows are held for the caller either way.
+            table = pq.read_table(str(local))
+            actual = table_content_sha256(table)
+            table = table if actual == sha256 else None
     if table is None:
         raise SnapshotIntegrityError(
             f"snapshot {store.uri(key)} does not match its sha256 {sha256} (found {actual})"

@@ -2,7 +2,7 @@
 
 ```
 raw/<model>/ds=<as_of>/<sha256[:16]>/      snapshot.parquet + manifest.json (content-addressed, immutable)
-validation/<model>/<run>/                  result.json, summary.json, data_docs/index.html, clean.parquet
+validation/<model>/<run>/                  result.json, summary.json, data_docs/index.html, clean_{train,holdout}.parquet
 quarantine/<model>/<run>/                  rows.parquet + reason.json (training); score/part-*.parquet + score/reason.json
 reports/<model>/<run>/                     gate_report.{json,html}; data_drift.*, prediction_drift.*, monitoring.json
 predictions/<model>/ds=<ds>/               _manifest.json (published last), _manifests/<generation>.json, _runs/<token>/part-*.parquet
@@ -18,6 +18,7 @@ Nothing else in the package writes a key literal: the functions here name every 
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 
 from mlops_pipeline.store import safe_segment
 
@@ -62,9 +63,10 @@ def data_docs_key(model: str, run_id: str) -> str:
     return f"{validation_prefix(model, run_id)}/data_docs/index.html"
 
 
-def clean_rows_key(model: str, run_id: str) -> str:
-    """The rows that passed validation, which train and evaluate read."""
-    return f"{validation_prefix(model, run_id)}/clean.parquet"
+def clean_rows_key(model: str, run_id: str, side: Literal["train", "holdout"]) -> str:
+    """One side of the rows that passed validation: `train` (what the train task fits on) or
+    `holdout` (what the evaluate task scores), split once by the validate task."""
+    return f"{validation_prefix(model, run_id)}/clean_{side}.parquet"
 
 
 def quarantine_prefix(model: str, run_id: str) -> str:

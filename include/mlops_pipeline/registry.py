@@ -176,27 +176,51 @@ def _mlflow_type(dtype: Any) -> str:
     return "string"
 
 
-def frame_schema(frame: pd.DataFrame) -> Schema:
+@dataclass(frozen=True)
+class CleanColumns:
+    """What the logged dataset says of the clean rows: their columns' dtypes, how many rows, and
+    which columns miss a value somewhere. Known without the rows at hand: the train step holds
+    only the training side and the columns the model reads."""
+
+    dtypes: dict[str, Any]  # column name -> pandas dtype, in the data's order
+    rows: int
+    columns_with_missing: frozenset[str]
+
+    @classmethod
+    def of_frame(cls, frame: pd.DataFrame) -> CleanColumns:
+        """The description of `frame` itself (one vectorised pass for the missing values)."""
+        missing = frame.columns[frame.isna().any().to_numpy()]
+        return cls(
+            dtypes={str(name): dtype for name, dtype in frame.dtypes.items()},
+            rows=len(frame),
+            columns_with_missing=frozenset(str(name) for name in missing),
+        )
+
+
+def frame_schema(frame: pd.DataFrame | CleanColumns) -> Schema:
     """The MLflow schema of `frame` from its dtypes: one column spec per column, in order.
 
     No value is inspected in Python (MLflow's own inference walks every value of an object column:
-    ~40 s at 1M rows); `required` is whether the column has no missing value, one vectorised pass.
+    ~40 s at 1M rows); `required` is whether the column has no missing value.
     """
     from mlflow.types import ColSpec, DataType, Schema
 
+    columns = CleanColumns.of_frame(frame) if isinstance(frame, pd.DataFrame) else frame
     return Schema(
         [
             ColSpec(
                 type=DataType[_mlflow_type(dtype)],
-                name=str(name),
-                required=not bool(frame[name].isna().any()),
+                name=name,
+                required=name not in columns.columns_with_missing,
             )
-            for name, dtype in frame.dtypes.items()
+            for name, dtype in columns.dtypes.items()
         ]
     )
 
 
-def snapshot_dataset(clean: pd.DataFrame, spec: ModelSpec, snapshot: SnapshotManifest) -> Dataset:
+def snapshot_dataset(
+    clean: pd.DataFrame | CleanColumns, spec: ModelSpec, snapshot: SnapshotManifest
+) -> Dataset:
     """The training dataset as logged to MLflow: source the snapshot's URI, digest its sha256 (cut
     to MLflow's limit), the schema of the clean columns, and the clean row count as its profile.
 
@@ -205,7 +229,8 @@ def snapshot_dataset(clean: pd.DataFrame, spec: ModelSpec, snapshot: SnapshotMan
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    rows, columns = clean.shape
+    described = CleanColumns.of_frame(clean) if isinstance(clean, pd.DataFrame) else clean
+    rows, columns = described.rows, len(described.dtypes)
 
     class SnapshotDataset(MetaDataset):
         """A MetaDataset with a profile (MetaDataset logs none): the row and cell counts, as
@@ -222,7 +247,7 @@ def snapshot_dataset(clean: pd.DataFrame, spec: ModelSpec, snapshot: SnapshotMan
         source=resolve_dataset_source(snapshot.data_uri),
         name=f"{spec.name}@{snapshot.as_of}",
         digest=snapshot.sha256[:DATASET_DIGEST_CHARS],
-        schema=frame_schema(clean),
+        schema=frame_schema(described),
     )
 
 
@@ -236,8 +261,12 @@ def log_candidate(
     run_tags: dict[str, str],
     code: str,
     training_metrics_rows: int | None = None,
+    clean_columns: CleanColumns | None = None,
 ) -> LoggedCandidate:
     """Log params, metrics, the dataset (with its sha256 as digest), versions and the model to a new run.
+
+    `clean`: the clean rows, or the training rows (at least the columns the model reads) with
+    `clean_columns` describing all the clean rows.
 
     `training_metrics_rows`: how many training rows `training_metrics` were computed on (logged as
     the param `train_metrics_rows`, when they are a sample).
@@ -255,7 +284,7 @@ def log_candidate(
         if training_metrics_rows is not None:
             mlflow.log_param("train_metrics_rows", training_metrics_rows)
         mlflow.log_metrics({**training_metrics, "fit_seconds": result.fit_seconds})
-        mlflow.log_input(snapshot_dataset(clean, spec, snapshot), context="training")
+        mlflow.log_input(snapshot_dataset(clean_columns or clean, spec, snapshot), context="training")
         for candidate in result.search or []:
             # Every candidate of the search, as a child run: its parameters and cross-validated score.
             with mlflow.start_run(

@@ -310,19 +310,26 @@ def train_model(clean: pd.DataFrame, spec: ModelSpec, split: SplitFrames | None 
     the rows are hashed and selected once.
     """
     split = split_frame(clean, spec) if split is None else split
-    if split.train_rows == 0 or split.holdout_rows == 0:
+    return fit_train_rows(split.train, spec, split.holdout_rows)
+
+
+def fit_train_rows(train: pd.DataFrame, spec: ModelSpec, holdout_rows: int) -> TrainResult:
+    """Fit the spec's pipeline on `train`, the training side of a split whose holdout has
+    `holdout_rows` rows (ValueError when either side is empty)."""
+    if len(train) == 0 or holdout_rows == 0:
         raise ValueError(
-            f"{spec.name}: {len(clean)} clean rows give an empty train or holdout set; need more data"
+            f"{spec.name}: {len(train) + holdout_rows} clean rows give an empty train or holdout set;"
+            " need more data"
         )
-    y_train = target_series(split.train, spec)
+    y_train = target_series(train, spec)
     if spec.is_classification:
         from mlops_pipeline.targets import classification_task
 
         # TargetError is a ValueError: the step refuses the run once, naming the cause.
         classification_task(spec, sorted(pd.unique(y_train).tolist()))
     pipeline = build_pipeline(spec)
-    features = features_frame(split.train, spec)
-    fit_kwargs = _fit_kwargs(spec, split.train)
+    features = features_frame(train, spec)
+    fit_kwargs = _fit_kwargs(spec, train)
     candidates = None
     log.info(
         "fitting %s on %d rows x %d features%s (holdout: %d rows)",
@@ -330,7 +337,7 @@ def train_model(clean: pd.DataFrame, spec: ModelSpec, split: SplitFrames | None 
         len(features),
         features.shape[1],
         " with a hyperparameter search" if spec.training.search is not None else "",
-        split.holdout_rows,
+        holdout_rows,
     )
     started = time.perf_counter()
     if spec.training.search is not None:
@@ -358,8 +365,8 @@ def train_model(clean: pd.DataFrame, spec: ModelSpec, split: SplitFrames | None 
     }
     return TrainResult(
         pipeline=pipeline,
-        train_rows=split.train_rows,
-        holdout_rows=split.holdout_rows,
+        train_rows=len(train),
+        holdout_rows=holdout_rows,
         fit_seconds=fit_seconds,
         params=params,
         search=candidates,

@@ -162,6 +162,19 @@ def fitted() -> Iterator[tuple[ModelSpec, Any, pd.DataFrame]]:
         yield spec, pipeline, split_frame(frame, spec).holdout
 
 
+def test_predictions_preprocess_once_and_equal_the_pipelines_own(
+    fitted: tuple[ModelSpec, Any, pd.DataFrame],
+) -> None:
+    """predict_frame transforms the holdout once for predict and predict_proba: exactly the
+    values `Pipeline.predict` and `Pipeline.predict_proba` give."""
+    spec, pipeline, holdout = fitted
+    predictions = predict_frame(pipeline, holdout, spec)
+    features = features_frame(holdout, spec)
+    np.testing.assert_array_equal(predictions.y_pred, pipeline.predict(features))
+    assert predictions.proba is not None
+    np.testing.assert_array_equal(predictions.proba, pipeline.predict_proba(features))
+
+
 def test_model_metrics_score_the_pipeline_on_the_frame(fitted: tuple[ModelSpec, Any, pd.DataFrame]) -> None:
     spec, pipeline, holdout = fitted
     metrics = model_metrics(pipeline, holdout, spec)

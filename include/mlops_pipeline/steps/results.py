@@ -43,8 +43,14 @@ class Validated(TypedDict):
     result_uri: str
     data_docs_uri: str
     quarantine_uri: str | None
-    clean_key: str
     clean_rows: int
+    # The clean rows split once here (by hashed id, `training.holdout_mask`), each side its own
+    # file: train reads only its rows, evaluate only the holdout, and neither hashes ids again.
+    train_key: str
+    train_rows: int
+    holdout_key: str
+    holdout_rows: int
+    columns_with_missing: list[str]  # of all clean rows: the logged dataset's schema says which are required
 
 
 class Candidate(TypedDict):

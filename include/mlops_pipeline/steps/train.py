@@ -10,7 +10,7 @@ import io
 import logging
 from dataclasses import asdict
 from datetime import date
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from mlops_pipeline import layout
 from mlops_pipeline.ingest import SnapshotManifest
@@ -70,17 +70,78 @@ def validate(spec: ModelSpec, store: ObjectStore, manifest: Snapshot, run: RunIn
             f"Report: {artifacts.summary_uri}; Data Docs: {artifacts.data_docs_uri}"
             + (f"; quarantined rows: {artifacts.quarantine_uri}" if artifacts.quarantine_uri else "")
         )
-    clean_key = layout.clean_rows_key(spec.name, run.dag_run_id)
-    buffer = io.BytesIO()
-    outcome.clean.to_parquet(buffer, index=False)
-    store.write_bytes(clean_key, buffer.getvalue())
-    return cast(Validated, {**summary, "clean_key": clean_key, "clean_rows": len(outcome.clean)})
+    split = _write_split(spec, store, run, outcome.clean)
+    missing = outcome.clean.columns[outcome.clean.isna().any().to_numpy()]
+    return cast(
+        Validated,
+        {
+            **summary,
+            "clean_rows": len(outcome.clean),
+            **split,
+            "columns_with_missing": [str(name) for name in missing],
+        },
+    )
 
 
-def _read_clean(store: ObjectStore, validated: Validated) -> Any:
-    import pandas as pd
+def _write_split(spec: ModelSpec, store: ObjectStore, run: RunInfo, clean: Any) -> dict[str, Any]:
+    """Split the clean rows by hashed id once and store each side as Parquet; keys and row counts."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    return pd.read_parquet(io.BytesIO(store.read_bytes(validated["clean_key"])))
+    from mlops_pipeline.training import holdout_mask
+
+    mask = holdout_mask(clean[spec.id_column], spec.split.holdout_fraction, spec.split.seed)
+    table = pa.Table.from_pandas(clean, preserve_index=False)
+    written: dict[str, Any] = {}
+    sides: tuple[tuple[Literal["train", "holdout"], Any], ...] = (("train", ~mask), ("holdout", mask))
+    for side, rows in sides:
+        key = layout.clean_rows_key(spec.name, run.dag_run_id, side)
+        buffer = io.BytesIO()
+        pq.write_table(table.filter(pa.array(rows)), buffer)
+        store.write_bytes(key, buffer.getvalue())
+        written[f"{side}_key"], written[f"{side}_rows"] = key, int(np.count_nonzero(rows))
+    log.info(
+        "clean rows split by hashed id: %d to train on, %d in the holdout",
+        written["train_rows"],
+        written["holdout_rows"],
+    )
+    return written
+
+
+def _model_columns(spec: ModelSpec, *, slices: bool) -> list[str]:
+    """The clean columns the train (and with `slices`, the evaluate) step reads: the features, the
+    target, the sample weights, and the gates' slice columns."""
+    wanted = [*spec.features, spec.target]
+    if spec.training.sample_weight_column is not None:
+        wanted.append(spec.training.sample_weight_column)
+    if slices:
+        wanted.extend(slice_spec.column for slice_spec in spec.gates.slices)
+    return list(dict.fromkeys(wanted))
+
+
+def _read_side(store: ObjectStore, key: str, columns: list[str]) -> Any:
+    """One side of the clean rows, only `columns` of it (those present), as pandas wrote them."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(io.BytesIO(store.read_bytes(key)))
+    present = [name for name in columns if name in parquet.schema_arrow.names]
+    return parquet.read(columns=present).to_pandas()
+
+
+def _clean_columns(store: ObjectStore, validated: Validated) -> Any:
+    """What MLflow records of all the clean rows (`registry.CleanColumns`), without reading them."""
+    import pyarrow.parquet as pq
+
+    from mlops_pipeline.registry import CleanColumns
+
+    schema = pq.read_schema(io.BytesIO(store.read_bytes(validated["train_key"])))
+    empty = schema.empty_table().to_pandas()
+    return CleanColumns(
+        dtypes={str(name): dtype for name, dtype in empty.dtypes.items()},
+        rows=validated["clean_rows"],
+        columns_with_missing=frozenset(validated["columns_with_missing"]),
+    )
 
 
 def train(
@@ -89,29 +150,29 @@ def train(
     """Fit the pipeline on the clean rows and log it to MLflow with its lineage; the logged candidate."""
     from mlops_pipeline import registry
     from mlops_pipeline.evaluation import metrics_sample, model_metrics
-    from mlops_pipeline.training import split_frame, train_model
+    from mlops_pipeline.training import fit_train_rows
 
     settings = get_settings()
     registry.configured_client()
-    clean = _read_clean(store, validated)
-    split = split_frame(clean, spec)  # hashed and selected once, for the fit and the train metrics
+    train_rows = _read_side(store, validated["train_key"], _model_columns(spec, slices=False))
     try:
-        result = train_model(clean, spec, split)
+        result = fit_train_rows(train_rows, spec, validated["holdout_rows"])
     except ValueError as exc:
         raise StepRejected(str(exc)) from exc
     # On a fixed-seed sample of the training rows: they describe the fit (the gates judge the
     # holdout), and predicting every training row again costs seconds per million rows.
-    sample = metrics_sample(split.train, spec.split.seed)
+    sample = metrics_sample(train_rows, spec.split.seed)
     train_metrics = {f"train_{k}": v for k, v in model_metrics(result.pipeline, sample, spec).items()}
     candidate = registry.log_candidate(
         result,
         spec,
         SnapshotManifest(**manifest),
-        clean,
+        train_rows,
         train_metrics,
         run_tags={**run.tags(), "mlops.quarantined_rows": str(validated["quarantined_rows"])},
         code=registry.code_version(settings.code_version),
         training_metrics_rows=len(sample),
+        clean_columns=_clean_columns(store, validated),
     )
     return cast(Candidate, asdict(candidate))
 
@@ -135,10 +196,9 @@ def evaluate(
         render_html,
         slice_metrics,
     )
-    from mlops_pipeline.training import split_frame
 
     client = registry.configured_client()
-    holdout = split_frame(_read_clean(store, validated), spec).holdout
+    holdout = _read_side(store, validated["holdout_key"], _model_columns(spec, slices=True))
     pipeline = registry.load_verified(candidate["model_uri"], candidate["artifact_sha256"])
     # The holdout is predicted once: its metrics and every slice's come from these predictions.
     log.info("scoring the candidate on the holdout: %d rows", len(holdout))

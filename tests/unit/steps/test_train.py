@@ -15,6 +15,7 @@ import pytest
 
 from mlops_pipeline import registry, steps
 from mlops_pipeline.devtools.example_data import DIABETES_DS, write_example_data
+from mlops_pipeline.ingest import SnapshotManifest
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import ModelSpec, load_spec
 from mlops_pipeline.steps import rollback as rollback_steps
@@ -85,13 +86,13 @@ def test_train_logs_the_snapshot_as_dataset_and_its_metrics_sample(
     import functools
 
     from mlops_pipeline import evaluation
-    from mlops_pipeline.training import split_frame
 
     run = steps.RunInfo("diabetes__train", "metrics_sample", "t", "t")
     manifest = train_steps.ingest(diabetes, store, DIABETES_DS, None)
     validated = train_steps.validate(diabetes, store, manifest, run)
-    clean = pd.read_parquet(store.root / validated["clean_key"])
-    train = split_frame(clean, diabetes).train
+    train = pd.read_parquet(store.root / validated["train_key"])
+    holdout = pd.read_parquet(store.root / validated["holdout_key"])
+    clean = pd.concat([train, holdout])
     client = registry.configured_client()
 
     # 442 rows: under the sample size, every training row counts.
@@ -120,6 +121,28 @@ def test_train_logs_the_snapshot_as_dataset_and_its_metrics_sample(
     assert sampled.data.metrics["train_rmse"] != pytest.approx(full["rmse"], abs=1e-9)
 
 
+def test_validate_stores_the_split_of_the_clean_rows_once(churn: ModelSpec, store: LocalStore) -> None:
+    """The two sides validate stores are exactly `split_frame` of its clean rows, in their order;
+    what it says of missing values holds for all clean rows; train and evaluate read these files."""
+    from mlops_pipeline.ingest import read_snapshot_table
+    from mlops_pipeline.registry import CleanColumns
+    from mlops_pipeline.training import split_frame
+    from mlops_pipeline.validation import validate_frame
+
+    manifest = train_steps.ingest(churn, store, datetime.date(2026, 3, 9), 1)
+    run = steps.RunInfo("churn__train", "split_once", "t", "t")
+    validated = train_steps.validate(churn, store, manifest, run)
+    clean = validate_frame(read_snapshot_table(store, SnapshotManifest(**manifest)), churn).clean
+    split = split_frame(clean, churn)
+    train = pd.read_parquet(store.root / validated["train_key"])
+    holdout = pd.read_parquet(store.root / validated["holdout_key"])
+    pd.testing.assert_frame_equal(train, split.train.reset_index(drop=True))
+    pd.testing.assert_frame_equal(holdout, split.holdout.reset_index(drop=True))
+    assert (validated["train_rows"], validated["holdout_rows"]) == (len(train), len(holdout))
+    assert validated["clean_rows"] == len(clean) == len(train) + len(holdout)
+    assert set(validated["columns_with_missing"]) == CleanColumns.of_frame(clean).columns_with_missing
+
+
 def test_ingest_refuses_a_window_without_data(diabetes: ModelSpec, store: LocalStore) -> None:
     with pytest.raises(steps.StepRejected, match="no"):
         train_steps.ingest(diabetes, store, datetime.date(2020, 1, 1), 3)
@@ -135,7 +158,8 @@ def test_validate_refuses_the_defective_batch_after_publishing_its_quarantine(
     rows = pd.read_parquet(store.root / "quarantine/churn/manual__defect/rows.parquet")
     assert len(rows) == 320
     assert store.exists("validation/churn/manual__defect/data_docs/index.html")
-    assert not store.exists("validation/churn/manual__defect/clean.parquet")
+    assert not store.exists("validation/churn/manual__defect/clean_train.parquet")
+    assert not store.exists("validation/churn/manual__defect/clean_holdout.parquet")
 
 
 def test_train_refuses_a_single_class(churn: ModelSpec, store: LocalStore) -> None:
@@ -143,9 +167,9 @@ def test_train_refuses_a_single_class(churn: ModelSpec, store: LocalStore) -> No
     validated = train_steps.validate(
         churn, store, manifest, steps.RunInfo("churn__train", "single", "t", "t")
     )
-    clean = pd.read_parquet(store.root / validated["clean_key"])
-    clean["churned"] = 0
-    clean.to_parquet(store.root / validated["clean_key"], index=False)
+    train = pd.read_parquet(store.root / validated["train_key"])
+    train["churned"] = 0
+    train.to_parquet(store.root / validated["train_key"], index=False)
     with pytest.raises(steps.StepRejected, match="single class"):
         train_steps.train(churn, store, manifest, validated, RUN)
 
