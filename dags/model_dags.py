@@ -22,9 +22,11 @@ from mlops_pipeline.airflow_glue import (
     resolve_as_of,
     run_info,
     score_schedule,
+    strict_params,
     task_store,
 )
 from mlops_pipeline.spec import ModelSpec, default_models_dir, load_specs
+from mlops_pipeline.steps.conf import DATE_PATTERN, MAX_MODEL_VERSION, MAX_REASON_LENGTH
 from mlops_pipeline.steps.results import (
     Candidate,
     Evaluation,
@@ -38,6 +40,32 @@ from mlops_pipeline.steps.results import (
     Validated,
     WindowChecked,
 )
+
+
+def date_param(title: str, description: str) -> Param:
+    """An optional ISO day (YYYY-MM-DD): empty means the run's data interval."""
+    return Param(
+        None,
+        type=["null", "string"],
+        format="date",
+        pattern=DATE_PATTERN,
+        maxLength=10,
+        title=title,
+        description=description,
+    )
+
+
+def version_param(description: str) -> Param:
+    """An optional model version number, within what MLflow's registry can hold."""
+    return Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        maximum=MAX_MODEL_VERSION,
+        title="Model version",
+        description=description,
+    )
+
 
 TRAIN_DOC = """
 ### {name}: train → gate → promote
@@ -70,12 +98,9 @@ def train_dag(spec: ModelSpec) -> DAG:
         schedule=spec.schedules.train,
         **dag_defaults(spec, "train"),
         params={
-            "as_of": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="As of (YYYY-MM-DD)",
-                description="Last day of data to train on. Empty: the last day of the run's data interval.",
+            "as_of": date_param(
+                "As of (YYYY-MM-DD)",
+                "Last day of data to train on. Empty: the last day of the run's data interval.",
             ),
             "window_days": Param(
                 None,
@@ -94,7 +119,7 @@ def train_dag(spec: ModelSpec) -> DAG:
             "reason": Param(
                 "",
                 type="string",
-                maxLength=2000,
+                maxLength=MAX_REASON_LENGTH,
                 title="Reason",
                 description="Why this run was started; the monitor sets it when drift triggers retraining.",
             ),
@@ -106,9 +131,10 @@ def train_dag(spec: ModelSpec) -> DAG:
             from mlops_pipeline.steps import train as steps
 
             context = get_current_context()
-            as_of = resolve_as_of(context, context["params"]["as_of"])
+            params = strict_params(context)  # the first task: unknown conf keys stop the run here
+            as_of = resolve_as_of(context, params["as_of"])
             with rejections_fail_the_task():
-                return steps.ingest(spec, task_store(), as_of, context["params"]["window_days"])
+                return steps.ingest(spec, task_store(), as_of, params["window_days"])
 
         @task
         def validate(manifest: Snapshot) -> Validated:
@@ -196,12 +222,8 @@ def rollback_dag(spec: ModelSpec) -> DAG:
         schedule=None,
         **dag_defaults(spec, "rollback"),
         params={
-            "to_version": Param(
-                None,
-                type=["null", "integer"],
-                minimum=1,
-                title="Version",
-                description="Version to make champion. Empty: the champion before the current one.",
+            "to_version": version_param(
+                "Version to make champion. Empty: the champion before the current one."
             ),
             "reason": Param(
                 "manual rollback",
@@ -219,13 +241,14 @@ def rollback_dag(spec: ModelSpec) -> DAG:
             from mlops_pipeline.steps import rollback as steps
 
             context = get_current_context()
-            version = context["params"]["to_version"]
+            params = strict_params(context)  # before the alias can move
+            version = params["to_version"]
             with rejections_fail_the_task():
                 return steps.rollback(
                     spec,
                     task_store(),
-                    None if version is None else str(version),
-                    context["params"]["reason"],
+                    None if version is None else str(int(version)),
+                    params["reason"],
                     run_info(context),
                 )
 
@@ -265,20 +288,8 @@ def score_dag(spec: ModelSpec) -> DAG:
         schedule=score_schedule(spec),
         **dag_defaults(spec, "score"),
         params={
-            "ds": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Partition date (YYYY-MM-DD)",
-                description="Day to score. Empty: the run's data interval.",
-            ),
-            "model_version": Param(
-                None,
-                type=["null", "integer"],
-                minimum=1,
-                title="Model version",
-                description="Score with this registered version. Empty: the champion.",
-            ),
+            "ds": date_param("Partition date (YYYY-MM-DD)", "Day to score. Empty: the run's data interval."),
+            "model_version": version_param("Score with this registered version. Empty: the champion."),
             "shadow": Param(
                 False,
                 type="boolean",
@@ -295,7 +306,7 @@ def score_dag(spec: ModelSpec) -> DAG:
             from mlops_pipeline.steps import score as steps
 
             context = get_current_context()
-            params = context["params"]
+            params = strict_params(context)  # the first task: unknown conf keys stop the run here
             version = params["model_version"]
             ds = params["ds"]
             if ds is None and context.get("triggering_asset_events"):
@@ -310,7 +321,7 @@ def score_dag(spec: ModelSpec) -> DAG:
                     spec,
                     task_store(),
                     resolve_as_of(context, ds),
-                    None if version is None else str(version),
+                    None if version is None else str(int(version)),
                     params["shadow"],
                     run_info(context),
                     attempt=context["ti"].try_number,
@@ -388,12 +399,8 @@ def monitor_dag(spec: ModelSpec) -> DAG:
             "{{ dag.dag_id }} could not check its window: see run {{ run_id }}"
         ),
         params={
-            "end": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Window end (YYYY-MM-DD)",
-                description="Last day of the window. Empty: the run's data interval.",
+            "end": date_param(
+                "Window end (YYYY-MM-DD)", "Last day of the window. Empty: the run's data interval."
             ),
             "window_days": Param(
                 None,
@@ -417,7 +424,7 @@ def monitor_dag(spec: ModelSpec) -> DAG:
             from mlops_pipeline.steps import monitor as steps
 
             context = get_current_context()
-            params = context["params"]
+            params = strict_params(context)  # the first task: unknown conf keys stop the run here
             with rejections_fail_the_task():
                 return steps.check(
                     spec,
@@ -438,7 +445,10 @@ def monitor_dag(spec: ModelSpec) -> DAG:
             trigger_dag_id=f"{spec.name}__train",
             conf={
                 "as_of": "{{ ti.xcom_pull(task_ids='check')['end'] }}",
-                "reason": "{{ ti.xcom_pull(task_ids='check')['decision']['reason'] }}",
+                # Within train's maxLength however many columns drifted (Jinja keeps up to 5
+                # characters over the length before truncating, hence the margin).
+                "reason": "{{ ti.xcom_pull(task_ids='check')['decision']['reason']"
+                f" | truncate({MAX_REASON_LENGTH - 10}, True) }}}}",
             },
             on_success_callback=MLOpsNotifier(
                 f"{spec.name}: retraining triggered: "

@@ -9,11 +9,17 @@
 
 Reports are found by the run id alone (see `mlops_pipeline.layout`), so the links also work for
 the runs that matter most: a refused batch or a failed gate, whose tasks returned nothing.
+
+What it answers to anything else: 401/403 without a valid login (checked first, for every page;
+the app serves no OpenAPI schema or docs page, which would be outside that check), 400 for a DAG
+or run id Airflow itself could not have created (see :func:`malformed_id`), and 404 with a plain
+sentence, never a server path or store URI, for a report that does not exist.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, cast
 
 from airflow.api_fastapi.core_api.security import requires_access_dag
@@ -27,10 +33,50 @@ from mlops_pipeline import layout
 from mlops_pipeline.steps.results import Candidate
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from airflow.sdk.types import TaskInstanceKey
 
-app = FastAPI(title="MLOps pipeline reports", docs_url=None, redoc_url=None)
+# No schema or docs: FastAPI would serve them outside the pages' auth dependencies.
+app = FastAPI(title="MLOps pipeline reports", openapi_url=None, docs_url=None, redoc_url=None)
 URL_PREFIX = "/mlops"
+
+# What Airflow accepts: DAG ids are `[\w.-]+` (airflow.sdk.definitions._internal.node.KEY_REGEX);
+# run ids are generated from letters, digits and `_ . : + -`, and chosen ones must match
+# `[scheduler] allowed_run_id_pattern` (default below); neither holds ".." unless
+# `[core] allow_double_dot_in_ids`, and both fit the metadata DB's 250-character ID column.
+ID_MAX_LENGTH = 250
+DAG_ID_PATTERN = r"[\w.-]+"
+DEFAULT_RUN_ID_PATTERN = r"^[A-Za-z0-9_.~:+-]+$"
+
+
+def malformed_id(
+    kind: str, value: str, patterns: Sequence[str], allow_double_dot: bool = False
+) -> str | None:
+    """Why `value` cannot be a `kind` ("DAG id", "run id") of Airflow's, or None when it can (pure).
+
+    `value` must match one of `patterns` as a whole (a trailing newline does not pass, unlike
+    `re.match` with `$`).
+    """
+    if not value or len(value) > ID_MAX_LENGTH:
+        return f"a {kind} has 1 to {ID_MAX_LENGTH} characters (this one has {len(value)})"
+    if ".." in value and not allow_double_dot:
+        return f"a {kind} never contains '..'"
+    if not any(re.fullmatch(pattern, value, re.ASCII) for pattern in patterns):
+        return f"a {kind} is made of letters, digits and _ . ~ : + - only"
+    return None
+
+
+def _checked(dag_id: str, run_id: str) -> None:
+    """Refuse (400) ids that Airflow cannot have created, before they reach the store or the DB."""
+    double_dot = conf.getboolean("core", "allow_double_dot_in_ids", fallback=False)
+    configured = conf.get("scheduler", "allowed_run_id_pattern", fallback="").strip()
+    run_id_patterns = [DEFAULT_RUN_ID_PATTERN, *([configured] if configured else [])]
+    problem = malformed_id("DAG id", dag_id, [DAG_ID_PATTERN], double_dot) or malformed_id(
+        "run id", run_id, run_id_patterns, double_dot
+    )
+    if problem:
+        raise HTTPException(400, f"malformed id: {problem}")
 
 
 def _model_of(dag_id: str) -> str:
@@ -40,12 +86,22 @@ def _model_of(dag_id: str) -> str:
     return model
 
 
-def _read_report(key: str) -> bytes:
+def _report_key(dag_id: str, run_id: str, key_of: Callable[[str, str], str]) -> str:
+    _checked(dag_id, run_id)
+    model = _model_of(dag_id)
+    try:
+        return key_of(model, run_id)
+    except ValueError as exc:  # the layout refuses ids it cannot turn into a key
+        raise HTTPException(400, "malformed id: the run id cannot name a report") from exc
+
+
+def _read_report(key: str, what: str, run_id: str) -> bytes:
     from mlops_pipeline.airflow_glue import task_store
 
     store = task_store()
     if not store.exists(key):
-        raise HTTPException(404, f"{store.uri(key)} does not exist (the task may not have run yet)")
+        # Where it was looked for stays on the server: the store's URI is no business of the reader.
+        raise HTTPException(404, f"run {run_id} has no {what} (the task may not have run yet)")
     return store.read_bytes(key)
 
 
@@ -56,7 +112,8 @@ def _read_report(key: str) -> bytes:
 )
 def data_docs(dag_id: str, run_id: str) -> Response:
     """Serve the run's GX Data Docs page from the object store."""
-    return Response(_read_report(layout.data_docs_key(_model_of(dag_id), run_id)), media_type="text/html")
+    key = _report_key(dag_id, run_id, layout.data_docs_key)
+    return Response(_read_report(key, "Data Docs", run_id), media_type="text/html")
 
 
 @app.get(
@@ -66,7 +123,8 @@ def data_docs(dag_id: str, run_id: str) -> Response:
 )
 def gate_report(dag_id: str, run_id: str) -> Response:
     """Serve the run's gate report (HTML) from the object store."""
-    return Response(_read_report(layout.gate_report_key(_model_of(dag_id), run_id)), media_type="text/html")
+    key = _report_key(dag_id, run_id, layout.gate_report_key)
+    return Response(_read_report(key, "gate report", run_id), media_type="text/html")
 
 
 def _train_result(dag_id: str, run_id: str) -> Candidate:
@@ -102,6 +160,8 @@ def mlflow_ui_url() -> str:
 )
 def mlflow_run(dag_id: str, run_id: str) -> RedirectResponse:
     """Redirect to the run's candidate in the MLflow UI."""
+    _checked(dag_id, run_id)
+    _model_of(dag_id)
     result = _train_result(dag_id, run_id)
     return RedirectResponse(
         f"{mlflow_ui_url()}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}", status_code=307

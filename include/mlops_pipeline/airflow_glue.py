@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.steps import RunInfo, StepRejected
+from mlops_pipeline.steps.conf import refuse_unknown_conf
 from mlops_pipeline.store import ObjectStore, open_store, s3_client_kwargs_from_connection
 
 
@@ -133,7 +134,11 @@ def run_info(context: Any) -> RunInfo:
     moment = dag_run.logical_date or dag_run.run_after
     actor = getattr(dag_run, "triggering_user_name", None) or str(dag_run.run_type)
     return RunInfo(
-        dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id, actor=actor, event_time=moment.isoformat()
+        dag_id=dag_run.dag_id,
+        dag_run_id=dag_run.run_id,
+        actor=actor,
+        event_time=moment.isoformat(),
+        run_after=dag_run.run_after.isoformat() if dag_run.run_after else "",
     )
 
 
@@ -155,3 +160,16 @@ def rejections_fail_the_task() -> Iterator[None]:
         yield
     except StepRejected as exc:
         raise AirflowFailException(str(exc)) from exc
+
+
+def strict_params(context: Any) -> dict[str, Any]:
+    """The run's params, once its conf is known to hold only the params its DAG declares.
+
+    Airflow 3.3 validates declared params at the API but accepts any other conf key (see
+    `mlops_pipeline.steps.conf`), so the first task of every DAG calls this before its first side
+    effect: an unknown key fails the task, not retried, with the keys named.
+    """
+    dag_run = context["dag_run"]
+    with rejections_fail_the_task():
+        refuse_unknown_conf(dag_run.conf, context["dag"].params.keys(), dag_run.dag_id)
+    return dict(context["params"])

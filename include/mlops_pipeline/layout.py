@@ -4,19 +4,23 @@
 raw/<model>/ds=<as_of>/<sha256[:16]>/      snapshot.parquet + manifest.json (content-addressed, immutable)
 validation/<model>/<run>/                  result.json, summary.json, data_docs/index.html, clean_{train,holdout}.parquet
 quarantine/<model>/<run>/                  rows.parquet + reason.json (training); score/part-*.parquet + score/reason.json
+quarantine/<model>/_unreadable/<kind>/ds=<ds>/<sha16>.json   a source, scoring input or labels file that could not be read (create-only)
 reports/<model>/<run>/                     gate_report.{json,html}; data_drift.*, prediction_drift.*, monitoring.json
 predictions/<model>/ds=<ds>/               _manifest.json (published last), _manifests/<generation>.json, _runs/<token>/part-*.parquet
 predictions_shadow/<model>/ds=<ds>/        the same for the challenger's shadow scoring
 monitoring/<model>/windows|triggers/<end>.json   window verdicts (replaced on rerun); retraining triggers (create-only)
 registry/<model>/history/<sequence>.json   promotion history (create-only)
 ```
-`<run>` is the Airflow run id made safe for keys, so the UI plugin can find a run's reports from
-the run id alone, even when the task that wrote them failed (a refused batch, a failed gate).
+`<run>` is `run_segment(run id)`: the Airflow run id made safe for keys plus a hash of the exact
+id, so the UI plugin can find a run's reports from the run id alone, even when the task that
+wrote them failed (a refused batch, a failed gate), and no two runs share a folder; each such
+folder's `_owner.json` names the run that owns it (`evidence.py`).
 Nothing else in the package writes a key literal: the functions here name every one.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 from typing import Literal
 
@@ -40,12 +44,32 @@ def snapshot_manifest_key(model: str, as_of: date, sha256: str) -> str:
     return f"{snapshot_prefix(model, as_of, sha256)}/manifest.json"
 
 
+# --- one run's evidence ---------------------------------------------------------------------------
+
+
+# Hex digits of sha256(run id) in a run's segment: 64 bits, so finding a run id that lands in a
+# given run's folder is a second-preimage search, not a guess.
+RUN_SEGMENT_HASH_CHARS = 16
+
+
+def run_segment(run_id: str) -> str:
+    """A run's folder name: its id made readable for keys (cut to 100 characters) and a hash of
+    the exact id, so that ids which read alike (`+00:00` vs `_00_00`) never share a folder."""
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:RUN_SEGMENT_HASH_CHARS]
+    return f"{safe_segment(run_id)[:100]}-{digest}"
+
+
+def evidence_owner_key(prefix: str) -> str:
+    """Which run owns the evidence under `prefix` (create-only: `evidence.claim`)."""
+    return f"{prefix}/_owner.json"
+
+
 # --- one training run's validation and quarantine ------------------------------------------------
 
 
 def validation_prefix(model: str, run_id: str) -> str:
     """One run's validation outputs."""
-    return f"validation/{model}/{safe_segment(run_id)}"
+    return f"validation/{model}/{run_segment(run_id)}"
 
 
 def validation_result_key(model: str, run_id: str) -> str:
@@ -71,7 +95,7 @@ def clean_rows_key(model: str, run_id: str, side: Literal["train", "holdout"]) -
 
 def quarantine_prefix(model: str, run_id: str) -> str:
     """One run's quarantined rows and the reason."""
-    return f"quarantine/{model}/{safe_segment(run_id)}"
+    return f"quarantine/{model}/{run_segment(run_id)}"
 
 
 def quarantine_rows_key(model: str, run_id: str) -> str:
@@ -99,7 +123,7 @@ def score_quarantine_reason_key(model: str, run_id: str) -> str:
 
 def reports_prefix(model: str, run_id: str) -> str:
     """One run's reports."""
-    return f"reports/{model}/{safe_segment(run_id)}"
+    return f"reports/{model}/{run_segment(run_id)}"
 
 
 def gate_report_key(model: str, run_id: str, extension: str = "html") -> str:
@@ -190,3 +214,21 @@ def promotion_history_prefix(model: str) -> str:
 def promotion_record_key(model: str, sequence: int) -> str:
     """The `sequence`-th record of a model's promotion history."""
     return f"{promotion_history_prefix(model)}/{sequence:06d}.json"
+
+
+# --- source files that could not be read ------------------------------------------------------------
+
+# The folder segment of unreadable-file records. It starts with `_`, which `safe_segment` strips from
+# every run's folder name, so it can never be a run's quarantine folder.
+UNREADABLE_SEGMENT = "_unreadable"
+
+
+def unreadable_prefix(model: str, kind: str, ds: str) -> str:
+    """Where the records of one day's unreadable files of one kind (`source`, `scoring`, `labels`) are."""
+    return f"quarantine/{model}/{UNREADABLE_SEGMENT}/{safe_segment(kind)}/ds={ds}"
+
+
+def unreadable_record_key(model: str, kind: str, ds: str, sha256: str) -> str:
+    """The record of one unreadable file (create-only), addressed by the sha256 of its bytes: the same
+    bytes refused again find their record already there; other bytes get their own."""
+    return f"{unreadable_prefix(model, kind, ds)}/{sha256[:16]}.json"

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mlops_pipeline.evaluation import classification_metrics, compute_metrics
 from mlops_pipeline.layout import trigger_key, triggers_prefix, verdict_key, verdicts_prefix
-from mlops_pipeline.rules import with_row_ids
+from mlops_pipeline.rules import DECODE_ERROR_COLUMN, with_row_ids
 from mlops_pipeline.spec import DriftSpec, ModelSpec
 from mlops_pipeline.store import ObjectExistsError, ObjectStore, glob_keys
 from mlops_pipeline.targets import positive_label, proba_columns, typed_target
@@ -123,8 +124,33 @@ def record_trigger(store: ObjectStore, model: str, end: str, decision: Decision,
     return True
 
 
+def _read_labels_file(data: bytes, spec: ModelSpec, source: str, day: date) -> pd.DataFrame:
+    """One labels file (id and target columns); UnreadableSourceError when it cannot be parsed or
+    lacks them. A labels file is used whole or not at all: a label is too small to half-trust."""
+    from mlops_pipeline.ingest import UnreadableSourceError
+
+    assert spec.labels is not None
+    try:
+        buffer = io.BytesIO(data)
+        if spec.labels.format == "csv":
+            frame = pd.read_csv(buffer, dtype={spec.id_column: str}, encoding="utf-8")
+        else:
+            frame = pd.read_parquet(buffer)
+    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        # pandas' EmptyDataError and ParserError are ValueErrors; a truncated Parquet file an ArrowInvalid.
+        reason = f"not a readable {spec.labels.format} file: {exc}"
+        raise UnreadableSourceError.of_bytes("labels", source, day.isoformat(), reason, data) from exc
+    if missing := [name for name in (spec.id_column, spec.target) if name not in frame.columns]:
+        reason = f"it lacks column(s) {missing}; it has {[str(c) for c in frame.columns][:10]}"
+        raise UnreadableSourceError.of_bytes("labels", source, day.isoformat(), reason, data)
+    return frame
+
+
 def read_labels(store: ObjectStore, spec: ModelSpec, days: list[date]) -> pd.DataFrame:
-    """The labels that have arrived for rows scored on `days`: id, target, ds (empty when none)."""
+    """The labels that have arrived for rows scored on `days`: id, target, ds (empty when none).
+
+    Raises UnreadableSourceError (from ingest) for a labels file that cannot be read.
+    """
     from mlops_pipeline.ingest import split_source_uri
 
     if spec.labels is None:
@@ -133,12 +159,7 @@ def read_labels(store: ObjectStore, spec: ModelSpec, days: list[date]) -> pd.Dat
     frames = []
     for day in days:
         for key in glob_keys(labels_store, pattern.format(ds=day.isoformat())):
-            data = io.BytesIO(labels_store.read_bytes(key))
-            frame = (
-                pd.read_csv(data, dtype={spec.id_column: str})
-                if spec.labels.format == "csv"
-                else pd.read_parquet(data)
-            )
+            frame = _read_labels_file(labels_store.read_bytes(key), spec, labels_store.uri(key), day)
             frames.append(
                 frame[[spec.id_column, spec.target]]
                 .rename(columns={spec.id_column: "id"})
@@ -277,12 +298,26 @@ def prediction_frames(
 
 
 def _read_frame(store: ObjectStore, key: str, fmt: str) -> Any:
-    import pandas as pd
+    """A published day's input file as scoring read it (CSV as text, its undecodable lines marked)."""
+    from mlops_pipeline.ingest import SourceParseError, read_text_table, text_frame
 
-    data = io.BytesIO(store.read_bytes(key))
+    try:
+        data = store.read_bytes(key)
+    except FileNotFoundError as exc:
+        raise MonitoringUnavailable(
+            f"the input {store.uri(key)} that a published partition was scored from is gone; this is not drift"
+        ) from exc
     if fmt == "parquet":
-        return pd.read_parquet(data)
-    return pd.read_csv(data, dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_parquet(io.BytesIO(data))
+    try:
+        frame = text_frame(read_text_table(data, fmt, store.uri(key)))
+    except SourceParseError as exc:  # it was scored, so it was readable then: it changed since
+        raise MonitoringUnavailable(
+            f"the input {store.uri(key)} that a published partition was scored from cannot be read now ({exc})"
+        ) from exc
+    if DECODE_ERROR_COLUMN in frame.columns:  # never scored as they are: left out, like quarantined rows
+        frame = frame[frame[DECODE_ERROR_COLUMN].isna()].drop(columns=DECODE_ERROR_COLUMN)
+    return frame
 
 
 def _current_window(
@@ -346,9 +381,17 @@ def _reference(spec: ModelSpec, store: ObjectStore, client: Any) -> tuple[Any, A
     assert key is not None  # checked above: the URI lies inside the store
     try:
         reference = text_frame(read_snapshot_key(store, key, data_sha256))
+    except FileNotFoundError as exc:
+        raise MonitoringUnavailable(
+            f"cannot check {spec.name}: the reference snapshot {data_uri} of champion v{champion.version} is "
+            "missing from the store (deleted or moved?); restore it from a backup or train and promote a new "
+            "champion. This is not drift"
+        ) from exc
     except SnapshotIntegrityError as exc:
         raise MonitoringUnavailable(
-            f"the reference snapshot {data_uri} does not match its sha256 {data_sha256}"
+            f"cannot check {spec.name}: the reference snapshot {data_uri} of champion v{champion.version} was "
+            f"changed: it does not match its sha256 {data_sha256} ({exc}); restore the original or train and "
+            "promote a new champion. This is not drift"
         ) from exc
     return champion, reference, registry.load_version(client, champion)
 

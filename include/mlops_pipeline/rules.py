@@ -6,6 +6,12 @@ Two ways to check a batch, which give the same masks in the same order (a test h
 :func:`check_arrow` on a Parquet batch whose columns have plain types (see :func:`arrow_path_applies`),
 which also keeps the typed values so scoring can featurise without converting again. Both go
 through :func:`number_rules` for numbers, so the rules cannot drift apart.
+
+Two rules are about the rows' source rather than their values, and both are named like
+validation's: ``encoding`` (a CSV line that was not UTF-8 text, or held a NUL byte: ingest and
+scoring keep it as a row whose :data:`DECODE_ERROR_COLUMN` says which line and why) and
+``unique:<id>`` (every row of an id that occurs more than once in a scoring input, as training's
+``unique:<id>`` rule takes every row of a duplicated id).
 """
 
 from __future__ import annotations
@@ -18,6 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlops_pipeline.spec import FeatureSpec, ModelSpec, Policy
+
+# A column that ingest and scoring add to a CSV's rows only when some line could not be decoded:
+# null on good rows, "<file> line <n>: <what was wrong>: <the line>" on the others.
+DECODE_ERROR_COLUMN = "_decode_error"
+# The rule of those rows (policy: `validation.default_policy`), in training and in scoring.
+ENCODING_RULE = "encoding"
 
 
 @dataclass(frozen=True)
@@ -98,12 +110,64 @@ def number_rules(
     return missing & ~unparseable
 
 
-def check_rows(frame: pd.DataFrame, spec: ModelSpec) -> RowCheck:
-    """Check every row of a batch against the spec's feature schema, vectorised per column."""
+def duplicate_id_policy(spec: ModelSpec) -> Policy:
+    """The policy of the `unique:<id>` rule in scoring: `scoring.duplicate_ids`, else the default
+    policy (training's `unique:<id>` rule has the default policy too)."""
+    chosen = spec.scoring.duplicate_ids if spec.scoring is not None else None
+    return chosen or spec.validation.default_policy
+
+
+def id_hashes(ids: pd.Series) -> np.ndarray:
+    """64-bit hashes of the present ids as text (pandas' vectorised hash, the same in every batch)."""
+    present = ids[ids.notna()].astype(str).to_numpy(dtype=object)
+    return pd.util.hash_array(present, categorize=False)
+
+
+@dataclass(frozen=True)
+class RepeatedIds:
+    """The ids that occur more than once in an input file, as hashes of their text.
+
+    Counted from 8 bytes per row instead of the ids themselves, so finding them costs a small
+    fraction of the batches' memory; two different ids share a 64-bit hash with a chance of about
+    rows² / 3.7e19 (1e-7 at 5M rows), which would quarantine both as repeated.
+    """
+
+    hashes: np.ndarray  # sorted distinct uint64 hashes of the repeated ids
+
+    @classmethod
+    def of(cls, chunks: list[np.ndarray]) -> RepeatedIds:
+        """The repeated ids among all the hashes of one file (`id_hashes` of each batch)."""
+        every = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint64)
+        distinct, counts = np.unique(every, return_counts=True)
+        return cls(distinct[counts > 1])
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def mask(self, ids: pd.Series) -> np.ndarray:
+        """Per row: whether its id is one of the repeated ones (False for a missing id)."""
+        present = ids.notna().to_numpy()
+        hits = np.zeros(len(ids), dtype=bool)
+        if len(self.hashes) and present.any():
+            hits[present] = np.isin(id_hashes(ids), self.hashes)
+        return hits
+
+
+def check_rows(frame: pd.DataFrame, spec: ModelSpec, duplicate_ids: RepeatedIds | None = None) -> RowCheck:
+    """Check every row of a batch against the spec's feature schema, vectorised per column.
+
+    `duplicate_ids`: the ids that occur more than once in the whole input file (scoring), whose
+    rows break `unique:<id>`; None to skip the rule. Rows read from an undecodable line (a
+    :data:`DECODE_ERROR_COLUMN` value) break `encoding`.
+    """
     default = spec.validation.default_policy
     broken: list[tuple[str, Policy, np.ndarray]] = []
+    if DECODE_ERROR_COLUMN in frame.columns:
+        broken.append((ENCODING_RULE, default, frame[DECODE_ERROR_COLUMN].notna().to_numpy()))
     ids = frame[spec.id_column]
     broken.append((f"not_null:{spec.id_column}", default, ids.isna().to_numpy()))
+    if duplicate_ids is not None and len(duplicate_ids):
+        broken.append((f"unique:{spec.id_column}", duplicate_id_policy(spec), duplicate_ids.mask(ids)))
     for name, feature in spec.features.items():
         policy: Policy = feature.on_violation or default
         values = frame[name]
@@ -218,7 +282,9 @@ class ArrowBatch:
     categories: dict[str, Categories]
 
 
-def check_arrow(batch: pa.RecordBatch, spec: ModelSpec) -> ArrowBatch:
+def check_arrow(
+    batch: pa.RecordBatch, spec: ModelSpec, duplicate_ids: RepeatedIds | None = None
+) -> ArrowBatch:
     """`check_rows` for a batch that `arrow_path_applies` to: the same rules, masks and order.
 
     Numbers: the pandas way's parsed value is the column as float64, and only ±inf is not a
@@ -227,7 +293,12 @@ def check_arrow(batch: pa.RecordBatch, spec: ModelSpec) -> ArrowBatch:
     """
     default = spec.validation.default_policy
     broken: list[tuple[str, Policy, np.ndarray]] = []
-    broken.append((f"not_null:{spec.id_column}", default, null_mask(batch.column(spec.id_column))))
+    ids = batch.column(spec.id_column)
+    broken.append((f"not_null:{spec.id_column}", default, null_mask(ids)))
+    if duplicate_ids is not None and len(duplicate_ids):
+        # Only in a file with repeated ids: the ids become Python text for hashing here.
+        duplicated = duplicate_ids.mask(pd.Series(ids.to_numpy(zero_copy_only=False), dtype=object))
+        broken.append((f"unique:{spec.id_column}", duplicate_id_policy(spec), duplicated))
     numbers: dict[str, np.ndarray] = {}
     categories: dict[str, Categories] = {}
     for name, feature in spec.features.items():

@@ -17,6 +17,14 @@ about as much as the model itself at a million rows.
 
 The output is a pure function of the input, the model and the run's identity (id, logical
 timestamp): the same input and model version give byte-identical Parquet.
+
+Defective files: a file that cannot be read (empty, truncated, not the format the spec says, a CSV
+header that is not text) raises :class:`UnreadableInput` naming the file and the reason, before
+any output is kept. A CSV whose lines are mostly good has its undecodable lines (not UTF-8, NUL
+bytes) taken out before it is read: they break the ``encoding`` rule (default policy) and are
+quarantined with their line number. Every row of an id that occurs more than once in the file
+breaks ``unique:<id>`` (policy `scoring.duplicate_ids`), found by reading the id column once before
+the batches (one column of the file in memory).
 """
 
 from __future__ import annotations
@@ -35,11 +43,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlops_pipeline.ingest import BadLine, bad_line
 from mlops_pipeline.rules import (
+    DECODE_ERROR_COLUMN,
+    ENCODING_RULE,
     ArrowBatch,
+    RepeatedIds,
     arrow_path_applies,
     check_arrow,
     check_rows,
+    id_hashes,
     required_columns,
     with_row_ids,
 )
@@ -55,6 +68,33 @@ PREDICTION = "prediction"
 
 class ScoringRejected(ValueError):
     """Input that cannot be scored as the spec says (missing columns, a `fail` rule broken)."""
+
+
+class UnreadableInput(ScoringRejected):
+    """An input file that cannot be parsed at all (rule `readable`); `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"cannot be read (rule readable): {reason}")
+
+
+# What reading a malformed file raises in Arrow and pandas (a truncated Parquet footer, a CSV row
+# of the wrong width, a block that is not UTF-8...): turned into UnreadableInput where files are read.
+_READ_ERRORS = (
+    pa.ArrowException,
+    OSError,
+    UnicodeDecodeError,
+    pd.errors.ParserError,
+    pd.errors.EmptyDataError,
+)
+
+
+def _guarded(items: Iterator[_T]) -> Iterator[_T]:
+    """`items`, with a reading error raised as UnreadableInput."""
+    try:
+        yield from items
+    except _READ_ERRORS as exc:
+        raise UnreadableInput(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -158,7 +198,11 @@ class _Batch:
     """
 
     def __init__(
-        self, data: pa.RecordBatch | pd.DataFrame, spec: ModelSpec, file_schema: pa.Schema | None = None
+        self,
+        data: pa.RecordBatch | pd.DataFrame,
+        spec: ModelSpec,
+        file_schema: pa.Schema | None = None,
+        duplicate_ids: RepeatedIds | None = None,
     ) -> None:
         self.spec = spec
         self.arrow: pa.RecordBatch | None = None
@@ -168,12 +212,12 @@ class _Batch:
         if isinstance(data, pa.RecordBatch):
             self.arrow = data
             self.rows = data.num_rows
-            self._checked = check_arrow(data, spec)
+            self._checked = check_arrow(data, spec, duplicate_ids)
             self.check = self._checked.check
         else:
             self._frame = data
             self.rows = len(data)
-            self.check = check_rows(data, spec)
+            self.check = check_rows(data, spec, duplicate_ids)
 
     def frame(self) -> pd.DataFrame:
         """The whole batch as pandas, exactly as `iter_batches` reads it (converted once, when needed)."""
@@ -218,22 +262,130 @@ class _Batch:
         return _Scorable(ids, features, nulls)
 
 
-def _arrow_batches(path: Path, schema: pa.Schema, spec: ModelSpec, batch_rows: int) -> Iterator[_Batch]:
+def _arrow_batches(
+    path: Path, schema: pa.Schema, spec: ModelSpec, batch_rows: int, duplicate_ids: RepeatedIds | None
+) -> Iterator[_Batch]:
     """The file's rows as checked Arrow batches, categories read dictionary-encoded (no per-row text)."""
     texts = [name for name, f in spec.features.items() if f.type == "category"]
     read_dictionary = [name for name in texts if pa.types.is_string(schema.field(name).type)]
-    for batch in _parquet_batches(path, batch_rows, read_dictionary):
-        yield _Batch(batch, spec, schema)
+    for batch in _guarded(_parquet_batches(path, batch_rows, read_dictionary)):
+        yield _Batch(batch, spec, schema, duplicate_ids)
+
+
+def duplicate_ids(path: Path, fmt: str, spec: ModelSpec, batch_rows: int) -> RepeatedIds:
+    """The ids that occur more than once in the file, read as the batches read them.
+
+    Streams the id column alone (a derived id needs the features: those are read batch by batch),
+    keeping 8 bytes of hash per row.
+    """
+    chunks: list[np.ndarray] = []
+    if spec.derived_row_id or fmt != "parquet":
+        for frame in iter_batches(path, fmt, batch_rows):
+            chunks.append(id_hashes(with_row_ids(frame, spec)[spec.id_column]))
+    else:
+        parquet = pq.ParquetFile(path, pre_buffer=False)
+        for batch in _guarded(
+            parquet.iter_batches(batch_size=batch_rows, columns=[spec.id_column], use_threads=False)
+        ):
+            chunks.append(id_hashes(batch.column(0).to_pandas()))
+    return RepeatedIds.of(chunks)
+
+
+@dataclass(frozen=True)
+class LineScan:
+    """A CSV input's undecodable lines, and the copy of it that is read instead (None: read the file)."""
+
+    bad_lines: list[BadLine]
+    readable_copy: Path | None
+
+
+def _is_clean_text_file(path: Path) -> bool:
+    """Whether the file is UTF-8 text without NUL bytes, checked in 1 MiB blocks (bounded memory)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            if b"\x00" in block:
+                return False
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError:
+                return False
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def scan_csv_lines(path: Path, copy: Path, keep_bad: bool) -> LineScan:
+    """Find the lines of a CSV input that are not UTF-8 text (or hold NUL bytes), streaming.
+
+    When there are any, `copy` is written: the file without them (or, with `keep_bad`, with each
+    decoded with U+FFFD for its bad bytes, so that a `warn` policy scores it). A bad header line
+    makes the file unreadable.
+    """
+    if _is_clean_text_file(path):
+        return LineScan([], None)
+    bad: list[BadLine] = []
+    with path.open("rb") as source, copy.open("wb") as sink:
+        for number, raw in enumerate(source, start=1):
+            line = bad_line(number, raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw)
+            if line is None:
+                sink.write(raw)
+                continue
+            if number == 1:
+                raise UnreadableInput(f"its header line is not CSV text ({line.detail})")
+            bad.append(line)
+            if keep_bad:
+                sink.write(line.text.encode() + raw[len(raw.rstrip(b"\r\n")) :])
+    return LineScan(bad, copy)
+
+
+def _bad_line_rows(bad: list[BadLine], names: list[str], spec: ModelSpec, source: str) -> pa.Table:
+    """The quarantine rows of undecodable lines: their fields where the line splits into the
+    header's, the rule, and which line it was."""
+    import csv
+
+    rows: dict[str, list[str | None]] = {name: [] for name in names}
+    for line in bad:
+        fields = next(csv.reader([line.text]), [])
+        for position, name in enumerate(names):
+            value = fields[position] if len(fields) == len(names) else None
+            rows[name].append(value or None)
+    frame = with_row_ids(pd.DataFrame(rows, dtype=object), spec)
+    table = _quarantine_table(frame, [ENCODING_RULE] * len(bad))
+    errors = [f"{source} line {line.number}: {line.detail}: {line.text[:200]}" for line in bad]
+    return table.append_column(DECODE_ERROR_COLUMN, pa.array(errors, pa.string()))
+
+
+def _aligned(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with the columns of `schema` in its order (missing ones null), cast to it."""
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema) if columns else table
 
 
 def input_columns(path: Path, fmt: str) -> list[str]:
-    """The column names of an input file, read from its footer (Parquet) or header (CSV)."""
-    if fmt == "parquet":
-        return list(pq.ParquetFile(path).schema_arrow.names)
-    from pyarrow import csv
+    """The column names of an input file, read from its footer (Parquet) or header (CSV).
 
-    with csv.open_csv(path) as reader:
-        return list(reader.schema.names)
+    Raises UnreadableInput when the file has none (empty, not the format).
+    """
+    try:
+        if fmt == "parquet":
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        from pyarrow import csv
+
+        with csv.open_csv(path) as reader:
+            return list(reader.schema.names)
+    except _READ_ERRORS as exc:
+        empty = " (the file is empty)" if path.stat().st_size == 0 else ""
+        raise UnreadableInput(f"not a readable {fmt} file{empty}: {exc}") from exc
 
 
 def _parquet_batches(
@@ -248,9 +400,12 @@ def _parquet_batches(
 
 
 def iter_batches(path: Path, fmt: str, batch_rows: int) -> Iterator[pd.DataFrame]:
-    """The file's rows, `batch_rows` at a time, as pandas frames (CSV values stay text)."""
+    """The file's rows, `batch_rows` at a time, as pandas frames (CSV values stay text).
+
+    Raises UnreadableInput when the file turns out to be malformed on the way.
+    """
     if fmt == "parquet":
-        for batch in _parquet_batches(path, batch_rows):
+        for batch in _guarded(_parquet_batches(path, batch_rows)):
             yield batch.to_pandas()
         return
     from pyarrow import csv
@@ -267,7 +422,7 @@ def iter_batches(path: Path, fmt: str, batch_rows: int) -> Iterator[pd.DataFrame
     )
     pending: list[pd.DataFrame] = []
     pending_rows = 0
-    for batch in reader:
+    for batch in _guarded(reader):
         pending.append(batch.to_pandas())
         pending_rows += batch.num_rows
         if pending_rows >= batch_rows:
@@ -487,11 +642,13 @@ def score_file(
     *,
     batch_rows: int,
     shadow: tuple[Any, RunStamp, Path] | None = None,
+    source_name: str | None = None,
 ) -> FileResult:
     """Score one file batch by batch into `output_path` (and `quarantine_path` for unscorable rows).
 
     `shadow`, when given, is (pipeline, stamp, output path) of a second model that scores the same
-    scorable rows; its agreement with the primary model is measured on the way.
+    scorable rows; its agreement with the primary model is measured on the way. `source_name`
+    names the file in quarantined rows of undecodable lines (default: the local file's name).
     """
     started = time.perf_counter()
     classes = model_classes(pipeline, spec)
@@ -510,15 +667,48 @@ def score_file(
     writes = _Writes()
     batches: Generator[_Batch, None, None] | None = None
     try:
+        encoding_policy = spec.validation.default_policy
+        if fmt == "csv":
+            scan = scan_csv_lines(
+                input_path, output_path.with_name("readable.csv"), keep_bad=encoding_policy == "warn"
+            )
+            if scan.bad_lines and encoding_policy == "fail":
+                first = scan.bad_lines[0]
+                raise ScoringRejected(
+                    f"{input_path.name}: {len(scan.bad_lines)} line(s) are not UTF-8 text (rule {ENCODING_RULE},"
+                    f" policy fail), first line {first.number}: {first.detail}"
+                )
+            readable = scan.readable_copy or input_path
+        else:
+            scan, readable = LineScan([], None), input_path
         # From the file's schema, not its first batch: an empty file lacking columns is refused too.
-        input_schema = pq.read_schema(input_path) if fmt == "parquet" else None
-        names = input_schema.names if input_schema is not None else input_columns(input_path, fmt)
+        try:
+            input_schema = pq.read_schema(readable) if fmt == "parquet" else None
+        except _READ_ERRORS as exc:
+            empty = " (the file is empty)" if readable.stat().st_size == 0 else ""
+            raise UnreadableInput(f"not a readable parquet file{empty}: {exc}") from exc
+        names = input_schema.names if input_schema is not None else input_columns(readable, fmt)
         check_columns(list(names), spec, str(input_path.name))
+        try:
+            duplicates = duplicate_ids(readable, fmt, spec, batch_rows)
+        except _READ_ERRORS as exc:
+            raise UnreadableInput(str(exc)) from exc
+        if scan.bad_lines and encoding_policy == "warn":
+            # Kept in the readable copy (decoded with U+FFFD): scored and counted as its batches are read.
+            stats.warned_by_rule[ENCODING_RULE] = len(scan.bad_lines)
+        elif scan.bad_lines:
+            bad_rows = _bad_line_rows(scan.bad_lines, list(names), spec, source_name or input_path.name)
+            quarantine_writer = pq.ParquetWriter(quarantine_path, bad_rows.schema, compression="snappy")
+            quarantine_writer.write_table(bad_rows)
+            stats.rows_in += len(scan.bad_lines)
+            stats.rows_quarantined += len(scan.bad_lines)
+            stats.quarantined_by_rule[ENCODING_RULE] = len(scan.bad_lines)
         if input_schema is not None and arrow_path_applies(input_schema, spec):
-            batches = _read_ahead(_arrow_batches(input_path, input_schema, spec, batch_rows))
+            batches = _read_ahead(_arrow_batches(readable, input_schema, spec, batch_rows, duplicates))
         else:
             batches = (
-                _Batch(with_row_ids(frame, spec), spec) for frame in iter_batches(input_path, fmt, batch_rows)
+                _Batch(with_row_ids(frame, spec), spec, duplicate_ids=duplicates)
+                for frame in iter_batches(readable, fmt, batch_rows)
             )
         for batch in batches:
             stats.rows_in += batch.rows
@@ -541,7 +731,7 @@ def score_file(
                 )
                 if quarantine_writer is None:
                     quarantine_writer = pq.ParquetWriter(quarantine_path, table.schema, compression="snappy")
-                quarantine_writer.write_table(table.cast(quarantine_writer.schema))
+                quarantine_writer.write_table(_aligned(table, quarantine_writer.schema))
                 stats.rows_quarantined += len(bad)
             scorable = batch.scorable()
             if scorable is None:

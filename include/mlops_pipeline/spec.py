@@ -144,6 +144,37 @@ class ScoringSpec(_Strict):
         le=1_000_000,
         description="Rows per streamed batch (bounds memory per task).",
     )
+    min_rows: int = Field(
+        default=1,
+        ge=0,
+        description=(
+            "Input rows a day must hold (all its files together, before quarantine); a day with fewer"
+            " fails with that reason and publishes nothing."
+        ),
+    )
+    allow_empty: bool = Field(
+        default=False,
+        description=(
+            "Publish an explicitly empty partition (manifest `empty_day: true`) for a day whose files"
+            " hold no rows, instead of failing; needs min_rows 0."
+        ),
+    )
+    duplicate_ids: Policy | None = Field(
+        default=None,
+        description=(
+            "Policy of the `unique:<id>` rule on an input file (every row of a repeated id);"
+            " default: validation.default_policy, as in training."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _empty_days(self) -> ScoringSpec:
+        if self.allow_empty and self.min_rows > 0:
+            raise ValueError(
+                f"allow_empty: true publishes days without rows, but min_rows {self.min_rows} refuses them;"
+                " set min_rows: 0 with it"
+            )
+        return self
 
 
 class EstimatorSpec(_Strict):

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlops_pipeline import layout
+from mlops_pipeline.rules import DECODE_ERROR_COLUMN, ENCODING_RULE
 from mlops_pipeline.spec import ModelSpec, Policy
 from mlops_pipeline.store import ObjectStore
 from mlops_pipeline.targets import canonical_label_text, canonical_text, typed_target
@@ -304,6 +305,11 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                 "expect_column_values_to_be_between",
                 {"column": weights, "min_value": 0},
             )
+        )
+    if DECODE_ERROR_COLUMN in present_columns:
+        # Rows ingest read from CSV lines that were not UTF-8 text (ingest.py): the default policy.
+        rules.append(
+            Rule(ENCODING_RULE, default, "expect_column_values_to_be_null", {"column": DECODE_ERROR_COLUMN})
         )
     for index, extra in enumerate(spec.validation.extra_expectations):
         rules.append(Rule(f"extra:{index}:{extra.type}", extra.policy, extra.type, dict(extra.kwargs)))

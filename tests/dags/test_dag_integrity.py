@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -179,3 +180,115 @@ def test_monitor_triggers_the_train_dag_only_through_its_decision(dagbag) -> Non
     assert retrain.trigger_dag_id == "churn__train"
     assert set(retrain.conf) == {"as_of", "reason"}
     assert [t.task_id for t in retrain.upstream_list] == ["retrain_needed"]
+
+
+def _types(schema: dict) -> set[str]:
+    declared = schema.get("type")
+    return {declared} if isinstance(declared, str) else set(declared or ())
+
+
+def test_every_param_of_every_dag_has_a_bounded_schema(dagbag) -> None:
+    from mlops_pipeline.steps.conf import DATE_PATTERN, MAX_MODEL_VERSION, MAX_REASON_LENGTH
+
+    for dag_id, dag in dagbag.dags.items():
+        for name in dag.params:
+            schema = dag.params.get_param(name).schema
+            where = f"{dag_id} param {name}"
+            types = _types(schema)
+            assert types - {"null"} <= {"string", "integer", "boolean"}, f"{where}: type {types}"
+            if "string" in types:
+                assert 0 < schema.get("maxLength", 0) <= MAX_REASON_LENGTH, f"{where}: no sensible maxLength"
+            if "integer" in types:
+                assert "minimum" in schema and "maximum" in schema, f"{where}: unbounded integer"
+                assert schema["maximum"] <= MAX_MODEL_VERSION, f"{where}: maximum beyond the registry's"
+            if schema.get("format") == "date":
+                assert schema["pattern"] == DATE_PATTERN and schema["maxLength"] == 10, where
+
+
+# Per DAG kind: (param, a value its schema must refuse). Every param of every kind is here.
+BAD_VALUES = {
+    "train": [
+        ("as_of", "20260301"),  # Python's fromisoformat would read it; the schema does not
+        ("as_of", "2026-02-30"),
+        ("as_of", "2026-03-01" + "x" * 1_000_000),
+        ("window_days", 0),
+        ("window_days", 3651),
+        ("window_days", 1.5),
+        ("dry_run", "false"),
+        ("reason", "x" * 2001),
+        ("reason", 7),
+    ],
+    "rollback": [
+        ("to_version", 0),
+        ("to_version", 99999999999999999999),
+        ("to_version", 2**31),
+        ("to_version", "3"),
+        ("reason", "ok"),  # minLength 3
+        ("reason", "x" * 501),
+    ],
+    "score": [
+        ("ds", "2026-3-1"),
+        ("ds", "x" * 1_000_000),
+        ("model_version", 99999999999999999999),
+        ("model_version", -1),
+        ("model_version", True),
+        ("shadow", 1),
+    ],
+    "monitor": [
+        ("end", "2026-04-04T00:00:00"),
+        ("window_days", 366),
+        ("window_days", 0),
+        ("dry_run", None),
+    ],
+}
+
+
+def test_the_bad_value_table_covers_every_param_of_every_dag_kind(dagbag) -> None:
+    for kind, cases in BAD_VALUES.items():
+        assert {name for name, _ in cases} == set(dagbag.dags[f"churn__{kind}"].params), kind
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "bad"),
+    [(kind, name, bad) for kind, cases in BAD_VALUES.items() for name, bad in cases],
+    ids=lambda value: str(value)[:24],
+)
+def test_param_schemas_refuse_oversized_and_malformed_values(dagbag, kind, name, bad) -> None:
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    params = copy.deepcopy(dagbag.dags[f"churn__{kind}"].params)
+    with pytest.raises(ParamValidationError, match=f"param {name}"):
+        params[name] = bad
+        params.validate()
+
+
+def test_param_schemas_accept_their_limits(dagbag) -> None:
+    from mlops_pipeline.steps.conf import MAX_MODEL_VERSION, MAX_REASON_LENGTH
+
+    for dag_id, values in (
+        ("churn__train", {"as_of": "2026-02-28", "window_days": 3650, "reason": "x" * MAX_REASON_LENGTH}),
+        ("churn__rollback", {"to_version": MAX_MODEL_VERSION, "reason": "x" * 500}),
+        ("churn__score", {"ds": "2026-03-01", "model_version": MAX_MODEL_VERSION, "shadow": True}),
+        ("churn__monitor", {"end": "2026-04-04", "window_days": 365, "dry_run": True}),
+    ):
+        params = copy.deepcopy(dagbag.dags[dag_id].params)
+        for name, value in values.items():
+            params[name] = value
+        assert params.validate() == {**params.dump(), **values}, dag_id
+
+
+def test_the_retrain_reason_fits_the_train_dags_schema_however_long_the_decision(dagbag) -> None:
+    import jinja2
+
+    from mlops_pipeline.steps.conf import MAX_REASON_LENGTH
+
+    template = dagbag.dags["churn__monitor"].get_task("retrain").conf["reason"]
+    for reason in ("2 of the last 3 windows alarming (latest: prediction drift)", "x " * 5000):
+        checked = {"decision": {"reason": reason}}
+        ti = SimpleNamespace(xcom_pull=lambda task_ids, checked=checked: checked)
+        rendered = jinja2.Environment().from_string(template).render(ti=ti)
+        assert len(rendered) <= MAX_REASON_LENGTH
+        assert rendered == reason or rendered.endswith("...")
+        params = copy.deepcopy(dagbag.dags["churn__train"].params)
+        params["reason"] = rendered
+        params.validate()

@@ -14,12 +14,12 @@ import pytest
 from dag_runs import REPO, run_dag
 from mlflow import MlflowClient
 
-from mlops_pipeline import monitoring, steps
+from mlops_pipeline import layout, monitoring, steps
 from mlops_pipeline.devtools.example_data import write_example_data
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import load_spec
 from mlops_pipeline.steps import score as score_steps
-from mlops_pipeline.store import LocalStore, safe_segment
+from mlops_pipeline.store import LocalStore
 
 pytestmark = pytest.mark.slow
 SCORED_DAYS = [date(2026, 3, d) for d in (5, 6, 7)] + [date(2026, 4, d) for d in range(1, 6)]
@@ -101,7 +101,7 @@ def test_the_drift_episode_is_found_reported_and_triggers_retraining_once(store,
     assert result["data_drift"] is True
     assert set(result["drifted_columns"]) >= DRIFTING, result["drift_scores"]
     assert result["trigger"] is False, "one alarming window of the last three is not enough (N=2)"
-    prefix = f"reports/churn/{safe_segment(first.run_id)}"
+    prefix = f"reports/churn/{layout.run_segment(first.run_id)}"
     assert "monthly_charges" in store.read_bytes(f"{prefix}/data_drift.html").decode()
     assert json.loads(store.read_bytes(f"{prefix}/data_drift.json"))
     logged = client.search_runs(

@@ -17,8 +17,9 @@ import pytest
 from dag_runs import Run, run_dag
 from mlflow import MlflowClient
 
+from mlops_pipeline import layout
 from mlops_pipeline.registry import promotion_history
-from mlops_pipeline.store import LocalStore, safe_segment
+from mlops_pipeline.store import LocalStore
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -75,11 +76,11 @@ def test_first_run_promotes_a_champion_with_lineage(first_run, client, pipeline_
     assert dataset_input.dataset.digest == manifest["sha256"][:36]
     assert dataset_input.dataset.source and manifest["sha256"][:16] in dataset_input.dataset.source
 
-    prefix = f"reports/churn/{safe_segment(first_run.run_id)}"
+    prefix = f"reports/churn/{layout.run_segment(first_run.run_id)}"
     report = json.loads(pipeline_env.read_bytes(f"{prefix}/gate_report.json"))
     assert report["passed"] is True and report["champion"] is None
     assert "PASSED" in pipeline_env.read_bytes(f"{prefix}/gate_report.html").decode()
-    validation = pipeline_env.list(f"validation/churn/{safe_segment(first_run.run_id)}")
+    validation = pipeline_env.list(f"validation/churn/{layout.run_segment(first_run.run_id)}")
     assert any(key.endswith("index.html") for key in validation), "Data Docs were not published"
 
     (record,) = promotion_history(pipeline_env, "churn")
@@ -112,7 +113,9 @@ def test_a_worse_candidate_is_refused_and_the_champion_stays(worse_run, client, 
     assert versions(client) == before, "a refused candidate must not become a model version"
     assert client.get_model_version_by_alias("churn", "champion").version == "1"
 
-    report = json.loads(pipeline_env.read_bytes(f"reports/churn/{safe_segment(run.run_id)}/gate_report.json"))
+    report = json.loads(
+        pipeline_env.read_bytes(f"reports/churn/{layout.run_segment(run.run_id)}/gate_report.json")
+    )
     assert report["passed"] is False
     failed = {check["name"] for check in report["checks"] if not check["passed"]}
     assert "no_regression:roc_auc" in failed
@@ -138,7 +141,7 @@ def test_a_defective_batch_fails_validation_and_is_quarantined(defective_run, cl
     assert run.tasks["train"] == "upstream_failed"
     assert versions(client) == before
 
-    prefix = f"quarantine/churn/{safe_segment(run.run_id)}"
+    prefix = f"quarantine/churn/{layout.run_segment(run.run_id)}"
     rows = pd.read_parquet(io.BytesIO(pipeline_env.read_bytes(f"{prefix}/rows.parquet")))
     reason = json.loads(pipeline_env.read_bytes(f"{prefix}/reason.json"))
     # The example data's defective export breaks about 40% of its 800 rows: all are quarantined.
@@ -167,7 +170,9 @@ def test_second_run_is_compared_with_the_champion_and_promoted(second_champion, 
     assert second_champion.state == "success", second_champion.tasks
     champion = client.get_model_version_by_alias("churn", "champion")
     report = json.loads(
-        pipeline_env.read_bytes(f"reports/churn/{safe_segment(second_champion.run_id)}/gate_report.json")
+        pipeline_env.read_bytes(
+            f"reports/churn/{layout.run_segment(second_champion.run_id)}/gate_report.json"
+        )
     )
     assert report["champion"]["version"] == "1"
     assert any(check["name"] == "no_regression:roc_auc" and check["passed"] for check in report["checks"])

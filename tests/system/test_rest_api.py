@@ -150,6 +150,62 @@ def test_bad_params_are_refused_before_a_run_exists(admin: AirflowClient) -> Non
     assert admin.count_dag_runs(DAG_ID) == runs_before
 
 
+# Every param of every DAG of one model, each with values its schema refuses: (dag, conf, param).
+BIG = "x" * 1_000_000  # the 1 MB values the issue saw stored
+BAD_CONF = [
+    ("churn__train", {"as_of": "last tuesday"}, "as_of"),
+    ("churn__train", {"as_of": "20260228"}, "as_of"),
+    ("churn__train", {"as_of": BIG}, "as_of"),
+    ("churn__train", {"window_days": 0}, "window_days"),
+    ("churn__train", {"window_days": 3651}, "window_days"),
+    ("churn__train", {"dry_run": "yes"}, "dry_run"),
+    ("churn__train", {"reason": BIG}, "reason"),
+    ("churn__rollback", {"to_version": 99999999999999999999, "reason": "too big"}, "to_version"),
+    ("churn__rollback", {"to_version": 0, "reason": "too small"}, "to_version"),
+    ("churn__rollback", {"to_version": "latest", "reason": "not a number"}, "to_version"),
+    ("churn__rollback", {"reason": "no"}, "reason"),
+    ("churn__rollback", {"reason": BIG}, "reason"),
+    ("churn__score", {"ds": "2026-02-30"}, "ds"),
+    ("churn__score", {"ds": BIG}, "ds"),
+    ("churn__score", {"model_version": 99999999999999999999}, "model_version"),
+    ("churn__score", {"model_version": -1}, "model_version"),
+    ("churn__score", {"shadow": "true"}, "shadow"),
+    ("churn__monitor", {"end": "yesterday"}, "end"),
+    ("churn__monitor", {"window_days": 366}, "window_days"),
+    ("churn__monitor", {"dry_run": 1}, "dry_run"),
+]
+
+
+def test_the_bad_conf_table_covers_every_param_the_api_serves(admin: AirflowClient) -> None:
+    from mlops_pipeline.steps.conf import MAX_MODEL_VERSION
+
+    for dag_id in {dag_id for dag_id, _, _ in BAD_CONF}:
+        served = admin.request("GET", f"/api/v2/dags/{dag_id}/details").json()["params"]
+        assert {name for d, _, name in BAD_CONF if d == dag_id} == set(served), dag_id
+        for name, param in served.items():
+            schema = param["schema"]
+            if "string" in schema["type"]:
+                assert schema["maxLength"] <= 2000, (dag_id, name)
+            if "integer" in schema["type"]:
+                assert schema["minimum"] >= 1 and schema["maximum"] <= MAX_MODEL_VERSION, (dag_id, name)
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "conf", "param"),
+    BAD_CONF,
+    ids=[f"{dag_id}-{param}-{i}" for i, (dag_id, _, param) in enumerate(BAD_CONF)],
+)
+def test_every_param_of_every_dag_refuses_bad_values_at_the_api(
+    admin: AirflowClient, dag_id: str, conf: dict, param: str
+) -> None:
+    runs_before = admin.count_dag_runs(dag_id)
+    with pytest.raises(AirflowApiError) as excinfo:
+        admin.trigger_dag_run(dag_id, conf)
+    assert excinfo.value.status_code == 400
+    assert excinfo.value.detail.startswith(f"Invalid input for param {param}:"), excinfo.value.detail[:300]
+    assert admin.count_dag_runs(dag_id) == runs_before
+
+
 def test_a_triggered_run_promotes_a_champion_with_lineage(stack: Stack, admin: AirflowClient) -> None:
     run = admin.trigger_dag_run(DAG_ID, {"as_of": "2026-02-28"})
     finished = admin.wait_for_dag_run(DAG_ID, run.run_id, timeout=300, interval=2)
@@ -173,6 +229,120 @@ def test_a_triggered_run_promotes_a_champion_with_lineage(stack: Stack, admin: A
     for uri in (evaluation["report_html_uri"], validation["data_docs_uri"]):
         assert uri.startswith(stack.store.root_uri)
         assert Path(unquote(urlparse(uri).path)).exists(), uri
+
+
+def _store_keys(store: LocalStore, *prefixes: str) -> dict[str, bytes]:
+    """Every object under `prefixes` with its content, to compare before and after."""
+    return {key: store.read_bytes(key) for prefix in prefixes for key in store.list(prefix)}
+
+
+def test_unknown_conf_keys_fail_the_first_task_of_every_dag_with_nothing_changed(
+    stack: Stack, admin: AirflowClient
+) -> None:
+    """Airflow 3.3 accepts conf keys no param declares (the API answers 200 and creates the run;
+    see mlops_pipeline.steps.conf): the first task of each DAG refuses them, once, before any side
+    effect. The rollback is the sharpest case: without the check it would move the champion."""
+    from mlops_pipeline import layout
+
+    registry = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+    if not registry.search_model_versions("name='churn'"):
+        run = admin.trigger_dag_run(DAG_ID, {"as_of": "2026-02-28"})
+        assert admin.wait_for_dag_run(DAG_ID, run.run_id, timeout=300).state == "success"
+    champion = registry.get_model_version_by_alias("churn", "champion")
+    # A second version that passed its gates: a rollback to it would succeed if it were not refused.
+    target = registry.create_model_version(
+        "churn",
+        source=champion.source,
+        run_id=champion.run_id,
+        tags=champion.tags,
+        # MLflow 3: a `models:/m-…` source must come with its logged model's id (not always filled in)
+        model_id=champion.model_id or champion.source.removeprefix("models:/"),
+    )
+    watched = (
+        layout.promotion_history_prefix("churn"),
+        "raw/churn/ds=2026-02-27",
+        "predictions/churn/ds=2026-03-02",
+        "monitoring/churn",
+    )
+    before = _store_keys(stack.store, *watched)
+
+    # dag -> (its first task, a conf with one unknown key, that key)
+    triggers = {
+        "churn__rollback": (
+            "rollback",
+            {"to_version": int(target.version), "reason": "junk key", "junk": 1},
+            "junk",
+        ),
+        "churn__train": (
+            "ingest",
+            {"as_of": "2026-02-27", "dry_run": True, "as_off": "2026-02-26"},
+            "as_off",
+        ),
+        "churn__score": ("plan", {"ds": "2026-03-02", "shadoww": True}, "shadoww"),
+        "churn__monitor": ("check", {"end": "2026-04-04", "window_days": 3, "extra": BIG}, "extra"),
+    }
+    # Accepted by the API, as Airflow accepts any undeclared key: the run exists, the task refuses.
+    runs = {dag_id: admin.trigger_dag_run(dag_id, conf) for dag_id, (_, conf, _) in triggers.items()}
+    for dag_id, (first_task, _, unknown) in triggers.items():
+        run = runs[dag_id]
+        finished = admin.wait_for_dag_run(dag_id, run.run_id, timeout=300, interval=2)
+        instances = {ti.task_id: ti for ti in admin.list_task_instances(dag_id, run.run_id)}
+        assert finished.state == "failed", instances
+        first = instances[first_task]
+        assert (first.state, first.try_number) == ("failed", 1), first  # refused once, not retried
+        others = [ti.state for task_id, ti in instances.items() if task_id != first_task]
+        assert set(others) <= {"upstream_failed", None}, instances
+        log = admin.get_task_log(dag_id, run.run_id, first_task, 1)
+        assert f"{dag_id} does not know the conf key {unknown!r}" in log, log[-2000:]
+        assert BIG not in log  # the refusal quotes key names, never values
+
+    assert registry.get_model_version_by_alias("churn", "champion").version == champion.version
+    assert not registry.get_model_version("churn", target.version).aliases
+    assert _store_keys(stack.store, *watched) == before
+
+
+def _plugin(stack: Stack, path: str, token: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(f"{stack.airflow_url}/mlops{path}", headers=headers, timeout=30)
+
+
+def test_the_plugin_serves_nothing_without_login_and_refuses_odd_ids(stack: Stack) -> None:
+    """The plugin's pages in the real API server: login first, 400 for ids Airflow could not have
+    created, 404 bodies that name no server path, and no OpenAPI schema or docs at all."""
+    from mlops_pipeline import layout
+
+    run_id = "manual__2026-01-31T00:00:00+00:00"
+    stack.store.write_bytes(layout.gate_report_key("churn", run_id), b"<html>gate report: PASSED</html>")
+    with AirflowClient(stack.airflow_url) as client:
+        token = client.login("admin", stack.passwords["admin"])
+    pages = [f"/runs/churn__train/{run_id}/{page}" for page in ("data-docs", "gate-report", "mlflow-run")]
+
+    for path in [*pages, "/runs/churn__train/%2E%2E/gate-report", "/openapi.json", "/docs"]:
+        assert _plugin(stack, path).status_code in (401, 404), path
+    for path in pages:
+        assert _plugin(stack, path).status_code == 401, path
+        assert _plugin(stack, path, "not-a-jwt").status_code == 403, path
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        for auth in (None, token):
+            response = _plugin(stack, path, auth)
+            assert response.status_code == 404 and "openapi" not in response.text.lower(), path
+
+    assert "PASSED" in _plugin(stack, pages[1], token).text
+    for odd in ("%2E%2E", "a..b", "r" * 5000, "a%20b", "%22%3E%3Cscript%3E"):
+        for page in ("data-docs", "gate-report", "mlflow-run"):
+            response = _plugin(stack, f"/runs/churn__train/{odd}/{page}", token)
+            assert response.status_code == 400, (odd[:20], page, response.text[:200])
+            assert response.json()["detail"].startswith("malformed id: a run id")
+    assert _plugin(stack, f"/runs/{'d' * 300}/{run_id}/gate-report", token).status_code == 400
+
+    for path in (
+        "/runs/churn__train/manual__never-ran/gate-report",
+        "/runs/churn__train/manual__never-ran/data-docs",
+        "/runs/churn__train/manual__never-ran/mlflow-run",
+    ):
+        response = _plugin(stack, path, token)
+        assert response.status_code == 404, path
+        assert str(stack.store.root) not in response.text and "file:" not in response.text, response.text
 
 
 def _wait_for_new_run(admin: AirflowClient, dag_id: str, known: set[str], timeout: float) -> str:

@@ -8,7 +8,13 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from mlops_pipeline.airflow_glue import champion_asset, rejections_fail_the_task, resolve_as_of, run_info
+from mlops_pipeline.airflow_glue import (
+    champion_asset,
+    rejections_fail_the_task,
+    resolve_as_of,
+    run_info,
+    strict_params,
+)
 from mlops_pipeline.steps import StepRejected
 
 
@@ -150,3 +156,26 @@ def test_alerts_are_posted_to_the_webhook_and_a_dead_webhook_does_not_raise(monk
     with caplog.at_level("ERROR", logger="mlops_pipeline.alerts"):
         MLOpsNotifier("nobody listens").notify({"dag_run": dag_run()})
     assert "could not be sent" in caplog.text
+
+
+def strict_context(conf: dict) -> dict:
+    """A task context as the rollback task sees it: declared params, conf merged into them."""
+    from airflow.sdk.definitions.param import ParamsDict
+
+    declared = ParamsDict({"to_version": None, "reason": "manual rollback"})
+    return {
+        "dag_run": dag_run(dag_id="churn__rollback", conf=conf),
+        "dag": SimpleNamespace(params=declared),
+        "params": {**declared.dump(), **conf},
+    }
+
+
+def test_strict_params_returns_the_params_of_a_declared_conf() -> None:
+    params = strict_params(strict_context({"to_version": 2}))
+    assert params == {"to_version": 2, "reason": "manual rollback"}
+    assert strict_params(strict_context({})) == {"to_version": None, "reason": "manual rollback"}
+
+
+def test_strict_params_fails_the_task_without_retries_on_an_unknown_key() -> None:
+    with pytest.raises(AirflowFailException, match="does not know the conf key 'junk'"):
+        strict_params(strict_context({"to_version": 2, "junk": "x"}))

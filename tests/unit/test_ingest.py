@@ -17,11 +17,13 @@ from mlops_pipeline.ingest import (
     NoSourceDataError,
     SnapshotIntegrityError,
     SnapshotManifest,
+    UnreadableSourceError,
     file_content_sha256,
     ingest_window,
     read_snapshot,
     read_snapshot_key,
     read_source_file,
+    record_unreadable,
     stage_window,
     table_content_sha256,
     text_frame,
@@ -29,6 +31,7 @@ from mlops_pipeline.ingest import (
     write_snapshot_file,
 )
 from mlops_pipeline.layout import snapshot_manifest_key, snapshot_prefix
+from mlops_pipeline.rules import DECODE_ERROR_COLUMN
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.store import LocalStore, ObjectStore
 
@@ -407,3 +410,71 @@ def test_an_absolute_source_uri_may_have_a_wildcard_before_the_day(tmp_path: Pat
         source.uri("exports/us/ds=2026-03-05.csv"),
     ]
     assert manifest.rows == 2
+
+
+# --- defective files: refusals and undecodable lines ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "the file is empty"),
+        (b"\n\n", "only blank lines"),
+        (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\x8b\x00", "gzip-compressed"),
+        (b"<html><body>502 Bad Gateway</body></html>\n", "HTML"),
+        ("id,x,colour,label\n".encode("utf-16"), "header line is not CSV text"),
+        (b"id;x;colour;label\na1;1;red;0\n", "separated by ';'"),
+        (b'id,x,colour,label\na1,"1,red,0\n', "not readable as CSV"),  # a quote never closed
+    ],
+)
+def test_an_unreadable_source_file_is_refused_naming_the_file_the_day_and_why(
+    spec: ModelSpec, store: ObjectStore, tmp_path: Path, body: bytes, reason: str
+) -> None:
+    store.write_bytes("landing/demo/ds=2026-03-05/broken.csv", body)
+    with pytest.raises(UnreadableSourceError) as caught:
+        stage_window(spec, store, [AS_OF], tmp_path)
+    message = str(caught.value)
+    assert "broken.csv" in message and "2026-03-05" in message and "rule readable" in message
+    assert reason in message
+
+
+def test_an_unreadable_file_is_recorded_once_under_quarantine(spec: ModelSpec, store: ObjectStore) -> None:
+    """The record is create-only and keyed by the bytes: refusing the same file again keeps it."""
+    error = UnreadableSourceError.of_bytes("source", "landing/x.csv", "2026-03-05", "the file is empty", b"")
+    first = record_unreadable(store, "demo", error)
+    assert record_unreadable(store, "demo", error) == first
+    (key,) = store.list("quarantine/demo")
+    assert key.startswith("quarantine/demo/_unreadable/source/ds=2026-03-05/")
+    assert json.loads(store.read_bytes(key))["reason"] == "the file is empty"
+
+
+def test_an_undecodable_line_becomes_a_row_that_says_which_line_and_why() -> None:
+    good = HEADER + "".join(f"a{i},{i},red,0\n" for i in range(1, 6))
+    lines = good.encode().split(b"\n")
+    lines[3] = "a3,3,rød,0".encode("latin-1")  # line 4 of the file
+    lines[5] = b"a5,5,bl\x00ue,1"
+    table = read_source_file(b"\n".join(lines), "csv", make_spec(), "landing/demo/batch.csv")
+    frame = text_frame(table)
+    assert frame["id"].tolist() == ["a1", "a2", "a4", "a3", "a5"]  # bad lines after the good ones
+    errors = frame[DECODE_ERROR_COLUMN].tolist()
+    assert frame[DECODE_ERROR_COLUMN].isna().tolist() == [True, True, True, False, False]
+    assert errors[3].startswith("landing/demo/batch.csv line 4: byte 0xf8 at position 7 is not UTF-8")
+    assert errors[4].startswith("landing/demo/batch.csv line 6: NUL byte at position 8")
+    assert frame["colour"].tolist()[3:] == ["r\ufffdd", "bl\ufffdue"]
+    # Valid text everywhere: the content hash is defined, and the same for the same bytes.
+    again = read_source_file(b"\n".join(lines), "csv", make_spec(), "landing/demo/batch.csv")
+    assert table_content_sha256(table) == table_content_sha256(again)
+
+
+def test_a_clean_file_has_no_decode_error_column() -> None:
+    table = read_source_file((HEADER + "a1,1,red,0\n").encode(), "csv", make_spec())
+    assert DECODE_ERROR_COLUMN not in table.column_names
+
+
+def test_a_truncated_parquet_source_is_refused(store: ObjectStore, tmp_path: Path) -> None:
+    spec = make_spec(uri="landing/demo/ds={ds}/*.parquet", fmt="parquet")
+    buffer = io.BytesIO()
+    pd.DataFrame({"id": ["p1"], "x": [1.5], "colour": ["red"], "label": [0]}).to_parquet(buffer)
+    store.write_bytes("landing/demo/ds=2026-03-05/batch.parquet", buffer.getvalue()[:-30])
+    with pytest.raises(UnreadableSourceError, match=r"batch\.parquet of 2026-03-05 .*not a readable Parquet"):
+        stage_window(spec, store, [AS_OF], tmp_path)

@@ -4,6 +4,7 @@ of different runs, models, days and kinds never collide."""
 from __future__ import annotations
 
 import ast
+import hashlib
 import itertools
 import re
 from datetime import date
@@ -38,7 +39,8 @@ def test_run_ids_become_one_safe_segment_and_keep_runs_apart() -> None:
     scheduled = "scheduled__2026-03-01T00:00:00+00:00"
     manual = "manual__2026-03-01T00:00:00+00:00"
     key = layout.gate_report_key("churn", scheduled, "json")
-    assert key == "reports/churn/scheduled__2026-03-01T00_00_00_00_00/gate_report.json"
+    digest = hashlib.sha256(scheduled.encode()).hexdigest()[: layout.RUN_SEGMENT_HASH_CHARS]
+    assert key == f"reports/churn/scheduled__2026-03-01T00_00_00_00_00-{digest}/gate_report.json"
     assert layout.reports_prefix("churn", scheduled) != layout.reports_prefix("churn", manual)
     with pytest.raises(ValueError, match="key segment"):
         layout.validation_prefix("churn", "::")

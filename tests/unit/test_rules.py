@@ -13,7 +13,14 @@ import pyarrow as pa
 import pytest
 
 from mlops_pipeline.devtools import example_data as ex
-from mlops_pipeline.rules import arrow_path_applies, check_rows
+from mlops_pipeline.rules import (
+    DECODE_ERROR_COLUMN,
+    RepeatedIds,
+    arrow_path_applies,
+    check_arrow,
+    check_rows,
+    id_hashes,
+)
 from mlops_pipeline.spec import ModelSpec, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,3 +68,33 @@ def test_only_plain_types_take_the_arrow_way(change: Any, applies: bool, spec: M
     # A stored pandas index (a named column in the metadata) sends the file the pandas way.
     indexed = pa.Table.from_pandas(ex.churn_scoring_batch(CLEAN_DAY, rows=20).set_index("age"))
     assert not arrow_path_applies(indexed.schema, spec)
+
+
+def test_every_row_of_a_repeated_id_breaks_unique_the_same_way_in_pandas_and_arrow(spec: ModelSpec) -> None:
+    """Both occurrences of a repeated id, none of a unique or missing one; the same on both ways."""
+    frame = ex.churn_scoring_batch(CLEAN_DAY, rows=50)
+    frame.loc[7, "customer_id"] = frame.loc[3, "customer_id"]
+    repeated = RepeatedIds.of([id_hashes(frame["customer_id"])])
+    assert len(repeated) == 1
+    pandas_check = check_rows(frame, spec, repeated)
+    arrow_check = check_arrow(pa.RecordBatch.from_pandas(frame, preserve_index=False), spec, repeated).check
+    for check in (pandas_check, arrow_check):
+        assert check.quarantined_by_rule == {"unique:customer_id": 2}
+        assert sorted(check.reasons) == [3, 7]
+    assert "unique:customer_id" not in check_rows(frame, spec).quarantined_by_rule  # only when asked
+
+
+def test_the_duplicate_policy_of_the_spec_applies(spec: ModelSpec) -> None:
+    assert spec.scoring is not None
+    warn = spec.model_copy(update={"scoring": spec.scoring.model_copy(update={"duplicate_ids": "warn"})})
+    frame = ex.churn_scoring_batch(CLEAN_DAY, rows=20)
+    frame.loc[1, "customer_id"] = frame.loc[0, "customer_id"]
+    check = check_rows(frame, warn, RepeatedIds.of([id_hashes(frame["customer_id"])]))
+    assert (check.warned_by_rule, check.quarantined_by_rule) == ({"unique:customer_id": 2}, {})
+
+
+def test_rows_of_undecodable_lines_break_the_encoding_rule(spec: ModelSpec) -> None:
+    frame = ex.churn_scoring_batch(CLEAN_DAY, rows=5).astype(object)
+    frame[DECODE_ERROR_COLUMN] = [None, "f.csv line 3: byte 0xe9", None, None, None]
+    check = check_rows(frame, spec)
+    assert check.quarantined_by_rule == {"encoding": 1} and check.reasons == {1: ["encoding"]}

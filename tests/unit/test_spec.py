@@ -464,3 +464,29 @@ def test_labels_given_twice_are_refused() -> None:
         ModelSpec.model_validate(
             minimal(target={"column": "label", "classes": ["a", "b"]}, target_classes=["c", "d"])
         )
+
+
+# --- scoring input rules -------------------------------------------------------------------------
+
+SCORING = {"input": {"uri": "incoming/demo/ds={ds}/*.parquet"}}
+
+
+def test_scoring_defaults_refuse_an_empty_day_and_take_duplicates_under_the_default_policy(
+    tmp_path: Path,
+) -> None:
+    scoring = load_spec(write_spec(tmp_path, minimal(scoring=SCORING))).scoring
+    assert scoring is not None
+    assert (scoring.min_rows, scoring.allow_empty, scoring.duplicate_ids) == (1, False, None)
+
+
+def test_allow_empty_needs_min_rows_zero(tmp_path: Path) -> None:
+    message = spec_error(tmp_path, minimal(scoring={**SCORING, "allow_empty": True}))
+    assert "scoring: " in message and "set min_rows: 0 with it" in message
+    spec = load_spec(write_spec(tmp_path, minimal(scoring={**SCORING, "allow_empty": True, "min_rows": 0})))
+    assert spec.scoring is not None and spec.scoring.allow_empty
+
+
+def test_a_duplicate_ids_policy_must_be_a_policy(tmp_path: Path) -> None:
+    assert "scoring.duplicate_ids" in spec_error(
+        tmp_path, minimal(scoring={**SCORING, "duplicate_ids": "drop"})
+    )

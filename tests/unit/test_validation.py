@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlops_pipeline import layout
 from mlops_pipeline.spec import ModelSpec, load_spec
 from mlops_pipeline.store import LocalStore
 from mlops_pipeline.validation import REASONS_COLUMN, build_rules, publish_validation, validate_frame
@@ -187,16 +188,18 @@ def test_publish_writes_result_docs_summary_and_quarantine(spec: ModelSpec, tmp_
     store = LocalStore(tmp_path)
     artifacts = publish_validation(outcome, store, "churn", "manual__2026-03-01T00:00:00+00:00")
 
-    prefix = "validation/churn/manual__2026-03-01T00_00_00_00_00"
+    prefix = layout.validation_prefix("churn", "manual__2026-03-01T00:00:00+00:00")
     assert artifacts.data_docs_uri == store.uri(f"{prefix}/data_docs/index.html")
     assert json.loads(store.read_bytes(f"{prefix}/result.json"))["statistics"]["evaluated_expectations"] > 30
     summary = json.loads(store.read_bytes(f"{prefix}/summary.json"))
     assert summary["quarantined_rows"] == 1 and summary["passed"] is True
     quarantined = pd.read_parquet(
-        io.BytesIO(store.read_bytes("quarantine/churn/manual__2026-03-01T00_00_00_00_00/rows.parquet"))
+        io.BytesIO(store.read_bytes(layout.quarantine_rows_key("churn", "manual__2026-03-01T00:00:00+00:00")))
     )
     assert quarantined["monthly_charges"].tolist() == ["9999"]
-    reason = json.loads(store.read_bytes("quarantine/churn/manual__2026-03-01T00_00_00_00_00/reason.json"))
+    reason = json.loads(
+        store.read_bytes(layout.quarantine_reason_key("churn", "manual__2026-03-01T00:00:00+00:00"))
+    )
     assert reason["rules"] == {"range:monthly_charges": 1}
 
 

@@ -15,10 +15,15 @@ it uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlops_pipeline.settings import FAULT_POINT_VAR, fault_point_requested
 
-__all__ = ["FAULT_POINT_VAR", "InjectedFault", "RunInfo", "StepRejected", "fault_point"]
+if TYPE_CHECKING:
+    from mlops_pipeline.evidence import EvidenceOwner
+    from mlops_pipeline.store import ObjectStore
+
+__all__ = ["FAULT_POINT_VAR", "InjectedFault", "RunInfo", "StepRejected", "claim_evidence", "fault_point"]
 
 
 class StepRejected(RuntimeError):
@@ -43,6 +48,9 @@ class RunInfo:
     dag_run_id: str
     actor: str
     event_time: str  # the run's own timestamp (logical date or run_after), never the wall clock
+    # When Airflow created the run (its `run_after`): with the ids, tells a retry of this run
+    # from another run that reuses its id (`evidence.EvidenceOwner`).
+    run_after: str = ""
 
     def tags(self) -> dict[str, str]:
         """MLflow tags that link back to the Airflow run."""
@@ -51,3 +59,21 @@ class RunInfo:
             "airflow.dag_run_id": self.dag_run_id,
             "airflow.actor": self.actor,
         }
+
+    def evidence_owner(self) -> EvidenceOwner:
+        """This run as the owner of the evidence it writes."""
+        from mlops_pipeline.evidence import EvidenceOwner
+
+        return EvidenceOwner(dag_id=self.dag_id, run_id=self.dag_run_id, run_after=self.run_after)
+
+
+def claim_evidence(store: ObjectStore, run: RunInfo, *prefixes: str) -> None:
+    """Claim the run's evidence folders before writing there (`evidence.claim`): a folder of
+    another run is a refusal, with nothing written."""
+    from mlops_pipeline.evidence import EvidenceOwnedError, claim
+
+    try:
+        for prefix in prefixes:
+            claim(store, prefix, run.evidence_owner())
+    except EvidenceOwnedError as exc:
+        raise StepRejected(str(exc)) from exc

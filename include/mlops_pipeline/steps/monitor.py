@@ -14,7 +14,7 @@ from typing import cast
 from mlops_pipeline import layout
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import ModelSpec
-from mlops_pipeline.steps import RunInfo, StepRejected
+from mlops_pipeline.steps import RunInfo, StepRejected, claim_evidence
 from mlops_pipeline.steps.results import WindowChecked
 from mlops_pipeline.store import ObjectStore
 
@@ -33,6 +33,7 @@ def check(
     import mlflow
 
     from mlops_pipeline import drift, monitoring, registry
+    from mlops_pipeline.ingest import UnreadableSourceError, record_unreadable
 
     if spec.scoring is None:
         raise StepRejected(f"{spec.name} has no scoring section: there are no predictions to monitor")
@@ -52,10 +53,17 @@ def check(
     reference_out, current_out, out_kinds = monitoring.prediction_frames(spec, pipeline, reference, scored)
     prediction_report = drift.check_drift(reference_out, current_out, out_kinds, output_drift)
 
-    labels = monitoring.read_labels(store, spec, [date.fromisoformat(d) for d in used])
+    try:
+        labels = monitoring.read_labels(store, spec, [date.fromisoformat(d) for d in used])
+    except UnreadableSourceError as exc:
+        record = record_unreadable(store, spec.name, exc)
+        raise StepRejected(
+            f"{exc}. The window was not checked or recorded; replace or remove the file and rerun. Record: {record}"
+        ) from exc
     performance = monitoring.performance_by_version(scored, labels, spec) if len(labels) else {}
     drops = monitoring.below_floors(performance, spec)
 
+    claim_evidence(store, run, layout.reports_prefix(spec.name, run.dag_run_id))
     with tempfile.TemporaryDirectory() as tmp:
         for name, report in (("data_drift", data_report), ("prediction_drift", prediction_report)):
             html, js = Path(tmp) / f"{name}.html", Path(tmp) / f"{name}.json"

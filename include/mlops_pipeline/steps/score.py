@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from mlops_pipeline import layout
 from mlops_pipeline.spec import ModelSpec
-from mlops_pipeline.steps import RunInfo, StepRejected, fault_point
+from mlops_pipeline.steps import RunInfo, StepRejected, claim_evidence, fault_point
 from mlops_pipeline.steps.results import InputFile, ModelRef, Published, ScoredInput, ScorePlan, StagedPart
 from mlops_pipeline.store import ObjectStore
 
@@ -118,9 +118,10 @@ def stage_scored_input(
     import tempfile
     from pathlib import Path
 
+    from mlops_pipeline.ingest import UnreadableSourceError, record_unreadable
     from mlops_pipeline.layout import PREDICTIONS, SHADOW, part_key
     from mlops_pipeline.predictions import upload_part
-    from mlops_pipeline.scoring import ScoringRejected, score_file, sha256_file
+    from mlops_pipeline.scoring import ScoringRejected, UnreadableInput, score_file, sha256_file
 
     assert spec.scoring is not None
     pipeline, stamp = model
@@ -141,9 +142,26 @@ def stage_scored_input(
                 folder / "quarantine.parquet",
                 batch_rows=spec.scoring.batch_rows,
                 shadow=shadow,
+                source_name=key,
             )
+        except UnreadableInput as exc:
+            # Nothing is staged for this file, so the day cannot be published: record why, refuse once.
+            error = UnreadableSourceError(
+                "scoring input",
+                input_store.uri(key),
+                ds,
+                exc.reason,
+                input_sha256,
+                local_input.stat().st_size,
+            )
+            record = record_unreadable(store, spec.name, error)
+            raise StepRejected(
+                f"{error}. Nothing of {ds} is published; replace or remove the file and rerun. Record: {record}"
+            ) from exc
         except ScoringRejected as exc:
-            raise StepRejected(f"{input_store.uri(key)}: {exc}") from exc
+            raise StepRejected(
+                f"scoring input {input_store.uri(key)} of {ds}: {exc}; nothing of {ds} is published"
+            ) from exc
         part = upload_part(
             store,
             folder / "out.parquet",
@@ -206,6 +224,7 @@ def score(spec: ModelSpec, store: ObjectStore, plan: ScorePlan, item: InputFile,
         shadow_model = (shadow_pipeline, shadow_stamp)
     # Inputs under the store's own root reuse its client; others get the same credentials.
     input_store = store.open_uri(plan["input_root"])
+    claim_evidence(store, run, layout.quarantine_prefix(spec.name, run.dag_run_id))
     return stage_scored_input(
         spec,
         store,
@@ -256,6 +275,8 @@ def publish(
             agreement.merge(Agreement(**result["agreement"]))
     share = stats.rows_quarantined / stats.rows_in if stats.rows_in else 0.0
     ds = plan["ds"]
+    if refusal := day_volume_refusal(spec, ds, stats.rows_in, [r["input_key"] for r in results]):
+        raise StepRejected(refusal)
     quarantine_reason = None
     if stats.rows_quarantined:
         quarantine_reason = layout.score_quarantine_reason_key(spec.name, run.dag_run_id)
@@ -272,7 +293,8 @@ def publish(
     if share > spec.scoring.max_quarantine_share:
         raise StepRejected(
             f"{stats.rows_quarantined} of {stats.rows_in} input rows ({share:.1%}) of {spec.name} on {ds} could "
-            f"not be scored ({stats.quarantined_by_rule}), over the limit of {spec.scoring.max_quarantine_share:.1%}; "
+            f"not be scored ({stats.quarantined_by_rule}, in {_quarantined_inputs(results)}), over the limit of "
+            f"{spec.scoring.max_quarantine_share:.1%}; "
             f"nothing published. Quarantine: {store.uri(quarantine_reason or '')}"
         )
     inputs = "\n".join(f"{r['input_key']} {r['input_sha256']}" for r in results)
@@ -291,6 +313,8 @@ def publish(
         "quarantined_rows": stats.rows_quarantined,
         "quarantine_reason": store.uri(quarantine_reason) if quarantine_reason else None,
         "shadow_agreement": agreement_summary,
+        # Said outright, so a reader can tell a day that was empty from one that was lost.
+        "empty_day": stats.rows_in == 0,
     }
     fault_point("before_manifest")
     try:
@@ -341,6 +365,37 @@ def publish(
         "shadow_agreement": agreement_summary,
         "metrics": metrics,
     }
+
+
+def _quarantined_inputs(results: list[ScoredInput]) -> str:
+    """The input files that had quarantined rows, with how many, for a refusal message."""
+    return ", ".join(
+        f"{r['input_key']} ({r['stats']['rows_quarantined']} rows)"
+        for r in results
+        if r["stats"]["rows_quarantined"]
+    )
+
+
+def day_volume_refusal(spec: ModelSpec, ds: str, rows_in: int, inputs: list[str]) -> str | None:
+    """Why a day's input rows are too few to publish (`scoring.min_rows`, `scoring.allow_empty`), or None."""
+    assert spec.scoring is not None
+    if rows_in == 0 and spec.scoring.allow_empty:
+        return None
+    if rows_in >= max(spec.scoring.min_rows, 1):
+        return None
+    if rows_in == 0:
+        return (
+            f"the input file(s) of {spec.name} on {ds} ({', '.join(inputs)}) hold no rows (rule min_rows); "
+            "nothing published. "
+            "If the day is rightly empty, set scoring.allow_empty: true (with min_rows: 0) to publish an "
+            "empty partition; else deliver the day's rows and rerun"
+        )
+    return (
+        f"the input file(s) of {spec.name} on {ds} ({', '.join(inputs)}) hold {rows_in} rows, fewer than "
+        f"scoring.min_rows "
+        f"{spec.scoring.min_rows} (rule min_rows); nothing published. Deliver the missing rows and rerun, "
+        "or lower scoring.min_rows"
+    )
 
 
 def scoring_metrics(

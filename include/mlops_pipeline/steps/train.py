@@ -16,7 +16,7 @@ from mlops_pipeline import layout
 from mlops_pipeline.ingest import SnapshotManifest
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import ModelSpec
-from mlops_pipeline.steps import RunInfo, StepRejected
+from mlops_pipeline.steps import RunInfo, StepRejected, claim_evidence
 from mlops_pipeline.steps.results import (
     Candidate,
     Evaluation,
@@ -32,13 +32,27 @@ log = logging.getLogger(__name__)
 
 
 def ingest(spec: ModelSpec, store: ObjectStore, as_of: date, window_days: int | None) -> Snapshot:
-    """Snapshot the data window ending `as_of`; the manifest as a dict."""
-    from mlops_pipeline.ingest import NoSourceDataError, ingest_window
+    """Snapshot the data window ending `as_of`; the manifest as a dict.
+
+    A window without files, or with a file that cannot be parsed, is refused (no retry: the same
+    bytes fail again); an unreadable file is recorded under `quarantine/` first.
+    """
+    from mlops_pipeline.ingest import (
+        NoSourceDataError,
+        UnreadableSourceError,
+        ingest_window,
+        record_unreadable,
+    )
 
     try:
         manifest = ingest_window(spec, store, as_of, window_days or spec.source.window_days)
     except NoSourceDataError as exc:
         raise StepRejected(str(exc)) from exc
+    except UnreadableSourceError as exc:
+        record = record_unreadable(store, spec.name, exc)
+        raise StepRejected(
+            f"{exc}. Nothing was snapshotted; fix or remove the file and rerun. Record: {record}"
+        ) from exc
     return cast(Snapshot, asdict(manifest))
 
 
@@ -49,6 +63,13 @@ def validate(spec: ModelSpec, store: ObjectStore, manifest: Snapshot, run: RunIn
     from mlops_pipeline.validation import publish_validation, validate_frame
 
     snapshot = SnapshotManifest(**manifest)
+    # Before the work: a run that may not write its evidence is refused at once.
+    claim_evidence(
+        store,
+        run,
+        layout.validation_prefix(spec.name, run.dag_run_id),
+        layout.quarantine_prefix(spec.name, run.dag_run_id),
+    )
     try:
         outcome = validate_frame(read_snapshot_table(store, snapshot), spec)
     except TargetError as exc:  # labels a `warn` policy let through, which the model cannot use
@@ -220,6 +241,7 @@ def evaluate(
         candidate={"run_id": candidate["run_id"], "holdout_rows": len(holdout)},
         champion=champion_info,
     )
+    claim_evidence(store, run, layout.reports_prefix(spec.name, run.dag_run_id))
     json_key = layout.gate_report_key(spec.name, run.dag_run_id, "json")
     html_key = layout.gate_report_key(spec.name, run.dag_run_id, "html")
     store.write_bytes(json_key, report.to_json())

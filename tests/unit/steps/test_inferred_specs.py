@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops_pipeline import registry, steps
+from mlops_pipeline import layout, registry, steps
 from mlops_pipeline.devtools import spec_infer
 from mlops_pipeline.devtools.example_data import churn_batch, diabetes_frame, penguins_frame
 from mlops_pipeline.devtools.spec_infer import InferredSpec
@@ -137,7 +137,7 @@ def test_inferred_spec_reaches_a_promoted_champion_without_edits(
     assert result.evaluation["passed"] and result.evaluation["failures"] == []
     assert result.evaluation["candidate_metrics"][metric] >= floor
     report = json.loads(
-        LocalStore(workdir / "store").read_bytes(f"reports/{name}/manual__inferred/gate_report.json")
+        LocalStore(workdir / "store").read_bytes(layout.gate_report_key(name, "manual__inferred", "json"))
     )
     assert report["passed"] is True
     assert result.promoted["champion_version"] == result.registered["version"]

@@ -220,3 +220,49 @@ def test_the_drift_episode_alarms_and_two_alarming_windows_trigger_retraining_on
     again = monitor_steps.check(churn, store, DRIFT_DAYS[2], 2, False, _run("drift3"))
     assert again["trigger"] is False and "cooldown" in again["decision"]["reason"]
     assert monitoring.trigger_days(store, "churn") == ["2026-04-03"]
+
+
+def _reference_path() -> Path:
+    client = registry.configured_client()
+    champion = registry.alias_version(client, "churn", registry.CHAMPION)
+    assert champion is not None
+    return Path(unquote(champion.tags["data_uri"].removeprefix("file://")))
+
+
+@pytest.mark.parametrize("damage", ["missing", "changed"])
+def test_a_missing_or_changed_reference_snapshot_is_refused_once_with_the_reason(
+    churn: ModelSpec, store: LocalStore, scored, damage: str
+) -> None:
+    """Refused (StepRejected: not retried) with what happened and what to do, never a raw `No such file`."""
+    path = _reference_path()
+    kept = path.read_bytes()
+    try:
+        if damage == "missing":
+            path.unlink()
+        else:
+            table = pq.read_table(path)
+            pq.write_table(table.slice(1), path)  # one row fewer: another content hash
+        expected = "is missing from the store" if damage == "missing" else "was changed: it does not match"
+        with pytest.raises(steps.StepRejected, match=rf"reference snapshot .* {expected}.*This is not drift"):
+            monitor_steps.check(churn, store, STABLE_DAYS[-1], 3, True, _run(f"reference_{damage}"))
+    finally:
+        path.write_bytes(kept)
+
+
+def test_an_unreadable_labels_file_is_refused_naming_it_and_recorded(
+    churn: ModelSpec, store: LocalStore, scored
+) -> None:
+    assert churn.labels is not None
+    broken = churn.model_copy(
+        update={"labels": churn.labels.model_copy(update={"uri": "labels_broken/churn/ds={ds}/*.csv"})}
+    )
+    day = STABLE_DAYS[0].isoformat()
+    store.write_bytes(
+        f"labels_broken/churn/ds={day}/late.csv", "customer_id,churned\nc1,0\n".encode("utf-16")
+    )
+    with pytest.raises(
+        steps.StepRejected, match=rf"labels file .*late\.csv of {day} cannot be read \(rule readable\)"
+    ):
+        monitor_steps.check(broken, store, STABLE_DAYS[-1], 3, True, _run("labels_broken"))
+    (record,) = store.list(layout.unreadable_prefix("churn", "labels", day))
+    assert json.loads(store.read_bytes(record))["file"].endswith("late.csv")

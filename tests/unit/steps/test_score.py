@@ -386,3 +386,49 @@ def test_scoring_metrics_of_a_regression_give_the_predictions_spread() -> None:
     metrics = score_steps.scoring_metrics(diabetes, stats, 1.0, None)
     assert metrics["prediction_mean"] == 2.5 and metrics["prediction_std"] == pytest.approx(1.118, abs=1e-3)
     assert not any(name.startswith("predicted_share.") for name in metrics)
+
+
+# --- day volume: scoring.min_rows and scoring.allow_empty ----------------------------------------
+
+EMPTY_DAY = datetime.date(2026, 3, 23)  # a crafted input with a schema and no rows
+
+
+def _write_empty_input(churn: ModelSpec, store: LocalStore) -> None:
+    assert churn.scoring is not None
+    buffer = io.BytesIO()
+    churn_scoring_batch(EMPTY_DAY, rows=10).iloc[:0].to_parquet(buffer, index=False)
+    pattern = churn.scoring.input.uri.format(ds=EMPTY_DAY.isoformat())
+    store.write_bytes(pattern.replace("*", "part-000"), buffer.getvalue())
+
+
+def test_a_day_without_rows_is_refused_unless_the_spec_allows_an_empty_day(
+    churn: ModelSpec, store: LocalStore, champion: str
+) -> None:
+    """By default an empty day fails naming the rule and the files; with allow_empty it publishes an
+    explicitly empty partition."""
+    assert churn.scoring is not None
+    _write_empty_input(churn, store)
+    ds = EMPTY_DAY.isoformat()
+    run = _run(EMPTY_DAY, "empty")
+    with pytest.raises(
+        steps.StepRejected, match=r"on 2026-03-23 \(.*part-000.parquet\) hold no rows \(rule min_rows\)"
+    ):
+        _score_day(churn, store, EMPTY_DAY, run)
+    assert read_manifest(store, PREDICTIONS, "churn", ds) is None
+
+    allowing = churn.model_copy(
+        update={"scoring": churn.scoring.model_copy(update={"allow_empty": True, "min_rows": 0})}
+    )
+    published = _score_day(allowing, store, EMPTY_DAY, _run(EMPTY_DAY, "allowed_empty"))
+    manifest = read_manifest(store, PREDICTIONS, "churn", ds)
+    assert manifest is not None and manifest["empty_day"] is True and published["rows"] == 0
+
+
+def test_a_day_with_fewer_rows_than_min_rows_is_refused(
+    churn: ModelSpec, store: LocalStore, champion: str
+) -> None:
+    assert churn.scoring is not None
+    demanding = churn.model_copy(update={"scoring": churn.scoring.model_copy(update={"min_rows": 10_000})})
+    day = datetime.date(2026, 3, 2)
+    with pytest.raises(steps.StepRejected, match=r"hold 800 rows, fewer than scoring.min_rows 10000"):
+        _score_day(demanding, store, day, _run(day, "too_few"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops_pipeline import registry, steps
+from mlops_pipeline import layout, registry, steps
 from mlops_pipeline.devtools.example_data import DIABETES_DS, write_example_data
 from mlops_pipeline.ingest import SnapshotManifest
 from mlops_pipeline.settings import get_settings
@@ -65,7 +65,10 @@ def test_the_steps_chain_from_ingest_to_promotion(diabetes: ModelSpec, store: Lo
     candidate = train_steps.train(diabetes, store, manifest, validated, RUN)
     evaluation = train_steps.evaluate(diabetes, store, validated, candidate, RUN)
     assert evaluation["passed"] and evaluation["champion_version"] is None
-    assert json.loads(store.read_bytes("reports/diabetes/manual__1/gate_report.json"))["passed"] is True
+    assert (
+        json.loads(store.read_bytes(layout.gate_report_key("diabetes", "manual__1", "json")))["passed"]
+        is True
+    )
     registered = train_steps.register(diabetes, manifest, candidate, evaluation, RUN)
     promoted = train_steps.promote(diabetes, store, registered, RUN)
     assert promoted["champion_version"] == registered["version"]
@@ -143,6 +146,43 @@ def test_validate_stores_the_split_of_the_clean_rows_once(churn: ModelSpec, stor
     assert set(validated["columns_with_missing"]) == CleanColumns.of_frame(clean).columns_with_missing
 
 
+def _files(store: LocalStore, *prefixes: str) -> dict[str, bytes]:
+    return {key: store.read_bytes(key) for prefix in prefixes for key in store.list(prefix)}
+
+
+def test_a_run_id_that_reads_like_another_never_touches_its_evidence(
+    churn: ModelSpec, store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collision of issue 13: a run triggered with the earlier run's sanitised id writes to its
+    own folders; a forced collision of folders is refused; the first run's files stay byte-identical."""
+    manifest = train_steps.ingest(churn, store, datetime.date(2026, 3, 9), 1)
+    first = steps.RunInfo("churn__train", "manual__2026-03-09T00:00:00+00:00", "t", "t", "2026-03-09T08:00")
+    train_steps.validate(churn, store, manifest, first)
+    prefixes = (
+        layout.validation_prefix(churn.name, first.dag_run_id),
+        layout.quarantine_prefix(churn.name, first.dag_run_id),
+    )
+    original = _files(store, *prefixes)
+    assert layout.evidence_owner_key(prefixes[0]) in original
+
+    lookalike = steps.RunInfo(
+        "churn__train", "manual__2026-03-09T00_00_00_00_00", "t", "t", "2026-03-09T09:00"
+    )
+    train_steps.validate(churn, store, manifest, lookalike)
+    assert _files(store, *prefixes) == original
+
+    # Were the folders to collide (a reused run id on a new Airflow database, a forged id): refused.
+    first_segment = layout.run_segment(first.dag_run_id)
+    monkeypatch.setattr(layout, "run_segment", lambda run_id: first_segment)
+    with pytest.raises(steps.StepRejected, match="never overwritten"):
+        train_steps.validate(churn, store, manifest, lookalike)
+    monkeypatch.undo()
+    assert _files(store, *prefixes) == original
+
+    # A retry of the first run itself may write its own folder again.
+    train_steps.validate(churn, store, manifest, first)
+
+
 def test_ingest_refuses_a_window_without_data(diabetes: ModelSpec, store: LocalStore) -> None:
     with pytest.raises(steps.StepRejected, match="no"):
         train_steps.ingest(diabetes, store, datetime.date(2020, 1, 1), 3)
@@ -155,11 +195,11 @@ def test_validate_refuses_the_defective_batch_after_publishing_its_quarantine(
     run = steps.RunInfo("churn__train", "manual__defect", "tester", "2026-03-10T00:00:00")
     with pytest.raises(steps.StepRejected, match=r"over the limit of 5\.0%.*quarantined rows: file://"):
         train_steps.validate(churn, store, manifest, run)
-    rows = pd.read_parquet(store.root / "quarantine/churn/manual__defect/rows.parquet")
+    rows = pd.read_parquet(store.root / layout.quarantine_rows_key("churn", "manual__defect"))
     assert len(rows) == 320
-    assert store.exists("validation/churn/manual__defect/data_docs/index.html")
-    assert not store.exists("validation/churn/manual__defect/clean_train.parquet")
-    assert not store.exists("validation/churn/manual__defect/clean_holdout.parquet")
+    assert store.exists(layout.data_docs_key("churn", "manual__defect"))
+    assert not store.exists(layout.clean_rows_key("churn", "manual__defect", "train"))
+    assert not store.exists(layout.clean_rows_key("churn", "manual__defect", "holdout"))
 
 
 def test_train_refuses_a_single_class(churn: ModelSpec, store: LocalStore) -> None:
@@ -182,7 +222,9 @@ def test_evaluate_refuses_a_candidate_below_the_floors(diabetes: ModelSpec, stor
     candidate = train_steps.train(strict, store, manifest, validated, run)
     with pytest.raises(steps.StepRejected, match=r"gate failed for diabetes: .*r2"):
         train_steps.evaluate(strict, store, validated, candidate, run)
-    assert json.loads(store.read_bytes("reports/diabetes/strict/gate_report.json"))["passed"] is False
+    assert (
+        json.loads(store.read_bytes(layout.gate_report_key("diabetes", "strict", "json")))["passed"] is False
+    )
 
 
 def test_rollback_without_history_is_refused(churn: ModelSpec, store: LocalStore) -> None:
