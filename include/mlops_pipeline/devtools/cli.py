@@ -1,6 +1,6 @@
-"""The `mlops` command: the embedded demo stack (`demo`, `down`), the native stack (`stack up|down`), the example data (`example-data`) and a first spec for your own table (`spec infer`).
+"""The `mlops` command: the embedded demo stack (`demo`, `status`, `down`), the native stack (`stack up|down`), the example data (`example-data`) and a first spec for your own table (`spec infer`).
 
-`mlops demo` and `mlops down`: see :mod:`mlops_pipeline.devtools.demo`.
+`mlops demo`, `mlops status` and `mlops down`: see :mod:`mlops_pipeline.devtools.demo`.
 
 `mlops spec infer DATA --target COL [--id COL] [--task …] [--name …] [--source-uri …]` prints a
 commented, valid spec inferred from a local CSV or Parquet sample (feature types, ranges, allowed
@@ -40,6 +40,7 @@ from mlops_pipeline.devtools.demo import (
     relative_path,
     resolve_credentials,
     say,
+    status,
 )
 from mlops_pipeline.devtools.run_report import DEMO_CONF
 
@@ -137,12 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
         'e.g. {"as_of": "2026-03-10", "window_days": 1} is a defective batch that validation stops',
     )
     down_cmd = commands.add_parser("down", help="stop everything `mlops demo` started")
+    status_cmd = commands.add_parser(
+        "status", help="each service of the demo's stack: pid, port, healthy or not, since when"
+    )
     stack_cmd = commands.add_parser(
         "stack", help="start (up) or stop (down) the production-like stack as local processes, no Docker"
     )
     stack_cmd.add_argument("action", choices=("up", "down"))
     stack_cmd.add_argument("--workers", type=int, default=2, help="Celery workers (default 2)")
-    for command in (demo_cmd, down_cmd, stack_cmd):
+    for command in (demo_cmd, down_cmd, status_cmd, stack_cmd):
         command.add_argument(
             "--project-dir", type=Path, default=None, help="the project checkout (default: detected)"
         )
@@ -214,6 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     project = (args.project_dir or default_project_dir()).resolve()
     if args.command == "down":
         return down(project)
+    if args.command == "status":
+        try:
+            return status(project)
+        except (DemoError, processes.StackError) as exc:
+            print(f"mlops status: {exc}", file=sys.stderr, flush=True)
+            return EXIT_SETUP_FAILED
     if args.command == "stack":
         try:
             return stack(project, args.action, workers=args.workers)

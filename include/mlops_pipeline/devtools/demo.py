@@ -1,11 +1,13 @@
-"""`mlops demo` and `mlops down`: the embedded stack on this machine, and one run of the main job.
+"""`mlops demo`, `mlops status` and `mlops down`: the embedded stack on this machine, and one run of the main job.
 
-`mlops demo` (run by `make demo`) starts an MLflow server and `airflow standalone` on 127.0.0.1
-in the background, with all their state under `<project>/.demo/`, writes the example data into
-the file store `.demo/store`, triggers `churn__train` through Airflow's REST API (as any other
-client would) and reports where to look. Services that a previous `mlops demo` started are
-reused, so a second call just triggers another run. `mlops down` stops what `demo` started, by
-the PIDs it recorded.
+`mlops demo` (run by `make demo`) starts PostgreSQL, an MLflow server behind a login and Airflow's
+api-server, scheduler, dag-processor and triggerer on 127.0.0.1 in the background
+(:mod:`.demo_stack`), with all their state under `<project>/.demo/` (umask 077), writes the
+example data into the file store `.demo/store`, triggers `churn__train` through Airflow's REST
+API (as any other client would) and reports where to look. Services that a previous `mlops demo`
+started are reused when they are alive, unchanged and healthy; the others are restarted, so a
+second call repairs the stack and triggers another run. `mlops status` shows each service;
+`mlops down` stops what `demo` started, by the PIDs it recorded.
 
 Settings come from the environment, then `<project>/.env` (:class:`mlops_pipeline.settings.DemoSettings`):
 `AIRFLOW_PORT`, `MLFLOW_PORT`, `AIRFLOW_ADMIN_PASSWORD`, `AIRFLOW_VIEWER_PASSWORD` (see
@@ -24,7 +26,7 @@ from pathlib import Path
 import pydantic
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from mlops_pipeline.devtools import embedded_stack, processes
+from mlops_pipeline.devtools import demo_stack, embedded_stack, processes
 from mlops_pipeline.devtools.airflow_client import (
     AirflowClient,
     AirflowNotFoundError,
@@ -212,55 +214,27 @@ def ensure_example_data(store_dir: Path) -> str:
     return f"example data: wrote {len(summary.dates)} days of churn batches, the diabetes and the penguins data to {store.root_uri}"
 
 
-def _start_or_reuse_mlflow(
-    layout: embedded_stack.StackLayout, port: int, cache_dir: Path
-) -> tuple[processes.ServiceRecord, bool]:
-    if (record := processes.running_service(layout.state_dir, "mlflow")) is not None:
-        return record, False
-    env = embedded_stack.build_env(
-        store_uri=layout.store_dir.resolve().as_uri(),
-        tracking_uri=f"http://{processes.LOCALHOST}:{port}",
-        cache_dir=cache_dir,
+def build_plan(project: Path, config: DemoConfig, credentials: Credentials) -> demo_stack.StackPlan:
+    """The demo's stack under `<project>/.demo`: ports from the settings, secrets generated once."""
+    layout = embedded_stack.StackLayout(project / ".demo")
+    demo_stack.private_root(layout.root)
+    for record in demo_stack.clean_up_exited(layout):
+        say(f"{record.name}: had exited (pid {record.pid}, started {record.started_at}); starting it again")
+    running = [name for name in demo_stack.SERVICES if processes.running_service(layout.state_dir, name)]
+    ports = demo_stack.resolve_ports(
+        layout.root / "ports.json", airflow=config.airflow_port, mlflow=config.mlflow_port, running=running
     )
-    return embedded_stack.start_mlflow(layout, port=port, env=env), True
-
-
-def _start_or_reuse_airflow(
-    layout: embedded_stack.StackLayout,
-    project: Path,
-    config: DemoConfig,
-    tracking_uri: str,
-    cache_dir: Path,
-) -> tuple[processes.ServiceRecord, bool]:
-    store_uri = layout.store_dir.resolve().as_uri()
-    record = processes.running_service(layout.state_dir, "airflow")
-    if record is not None and record.details.get("tracking_uri") == tracking_uri:
-        return record, False
-    if record is not None:
-        say(f"airflow: restarting, its tasks use another MLflow ({record.details.get('tracking_uri')})")
-    processes.stop_service(layout.state_dir, "airflow")
-    processes.ensure_port_free(config.airflow_port, "the Airflow API server and UI", "AIRFLOW_PORT")
-    worker_log_port = processes.find_free_port(exclude=[config.airflow_port])
-    settings = embedded_stack.AirflowSettings(
-        home=layout.airflow_home,
-        api_port=config.airflow_port,
+    processes.write_passwords_file(layout.passwords_file, credentials.passwords)
+    return demo_stack.plan_stack(
+        layout,
+        ports=ports,
+        secrets=demo_stack.resolve_secrets(layout.root / "secrets.json"),
         dags_folder=project / "dags",
         plugins_folder=project / "plugins",
         passwords_file=layout.passwords_file,
-        # The log servers bind all interfaces: free ports, so no other Airflow on the machine clashes.
-        worker_log_server_port=worker_log_port,
-        trigger_log_server_port=processes.find_free_port(exclude=[worker_log_port, config.airflow_port]),
-    )
-    env = embedded_stack.build_env(
-        store_uri=store_uri,
-        tracking_uri=tracking_uri,
-        airflow=settings,
-        cache_dir=cache_dir,
+        cache_dir=project / ".cache" / "pycache",
         extra=config.passthrough,
     )
-    # Recorded so that a later `mlops demo` can tell whether the running Airflow still fits.
-    details = {"tracking_uri": tracking_uri, "store_uri": store_uri}
-    return embedded_stack.start_airflow_standalone(layout, settings, env, details=details), True
 
 
 def wait_for_dag(client: AirflowClient, dag_id: str, timeout: float, log_hint: str) -> None:
@@ -295,51 +269,35 @@ def wait_for_dag(client: AirflowClient, dag_id: str, timeout: float, log_hint: s
 
 
 def demo(project: Path, *, timeout: float, conf: Mapping[str, object] | None = None) -> int:
-    """`mlops demo`: start (or reuse) the stack, trigger churn__train through the REST API, report."""
+    """`mlops demo`: start (or reuse, or repair) the stack, trigger churn__train through the REST API, report."""
+    demo_stack.set_private_umask()
     layout = embedded_stack.StackLayout(project / ".demo")
     config = load_demo_config(os.environ, project / ".env")
+    demo_stack.private_root(layout.root)
     credentials = resolve_credentials(layout.root / "credentials.json", config.passwords)
     login = credentials_lines(credentials, project)
-    say(f"mlops demo: Airflow + MLflow on {processes.LOCALHOST}, state in {layout.root}")
+    say(f"mlops demo: PostgreSQL, MLflow and Airflow on {processes.LOCALHOST}, state in {layout.root}")
     say(ensure_example_data(layout.store_dir))
-    processes.write_passwords_file(layout.passwords_file, credentials.passwords)
-
-    # Check both ports before starting anything, so a conflict leaves nothing half-started.
-    for name, port, what, setting in (
-        ("mlflow", config.mlflow_port, "the MLflow server", "MLFLOW_PORT"),
-        ("airflow", config.airflow_port, "the Airflow API server and UI", "AIRFLOW_PORT"),
-    ):
-        if processes.running_service(layout.state_dir, name) is None:
-            processes.stop_service(layout.state_dir, name)  # a stale record, and anything it left behind
-            processes.ensure_port_free(port, what, setting)
-    cache_dir = project / ".cache" / "pycache"
-    mlflow, mlflow_started = _start_or_reuse_mlflow(layout, config.mlflow_port, cache_dir)
-    mlflow_url = mlflow.details["url"]
-    say(f"mlflow: {'started' if mlflow_started else 'already running'} (pid {mlflow.pid}) at {mlflow_url}")
-    airflow, airflow_started = _start_or_reuse_airflow(layout, project, config, mlflow_url, cache_dir)
-    airflow_url = airflow.details["url"]
-    say(
-        f"airflow: {'started' if airflow_started else 'already running'} (pid {airflow.pid}) at {airflow_url}"
-    )
-    for record, port, setting in (
-        (mlflow, config.mlflow_port, "MLFLOW_PORT"),
-        (airflow, config.airflow_port, "AIRFLOW_PORT"),
-    ):
-        if record.details["port"] != str(port):
-            say(
-                f"note: {record.name} stays on port {record.details['port']}; {setting}={port} applies after `make down`"
-            )
-
+    plan = build_plan(project, config, credentials)
     started = time.monotonic()
+    decisions = demo_stack.ensure_stack(plan, say=say, timeout=300)
+    for name, decision in decisions.items():
+        record = processes.running_service(layout.state_dir, name)
+        verb = "already running" if decision.action == "reuse" else "started"
+        say(f"{name}: {verb} (pid {record.pid if record else '?'})")
     logs = relative_path(layout.logs_dir, project)
-    embedded_stack.wait_for_mlflow(mlflow, timeout=120)
-    say(f"mlflow: healthy ({format_duration(time.monotonic() - started)})")
-    embedded_stack.wait_for_airflow(airflow_url, timeout=300, records=[airflow])
-    say(f"airflow: healthy ({format_duration(time.monotonic() - started)}); service logs in {logs}/")
+    airflow_url, mlflow_url = plan.airflow_url, plan.mlflow_url
+    say(
+        f"stack: healthy ({format_duration(time.monotonic() - started)}); service logs in {logs}/; `mlops status` shows it"
+    )
+    mlflow_user, mlflow_password = plan.mlflow_admin
+    mlflow_login = (
+        f"{mlflow_user} / {mlflow_password} (kept in {relative_path(layout.root / 'secrets.json', project)})"
+    )
 
     with AirflowClient(airflow_url) as client:
         client.login("admin", credentials.passwords["admin"])
-        wait_for_dag(client, DEMO_DAG, timeout=240, log_hint=f"{logs}/airflow.log")
+        wait_for_dag(client, DEMO_DAG, timeout=240, log_hint=f"{logs}/airflow-dag-processor.log")
         conf = DEMO_CONF if conf is None else conf
         run = client.trigger_dag_run(DEMO_DAG, conf)
         say(f"triggered {DEMO_DAG} through the REST API: run {run.run_id}, conf {json.dumps(conf)}")
@@ -354,11 +312,13 @@ def demo(project: Path, *, timeout: float, conf: Mapping[str, object] | None = N
         except DagRunTimeoutError as exc:
             say(f"{exc}; it keeps running, follow it at {airflow_url}. `make down` stops everything.")
             return EXIT_RUN_FAILED
-        report = run_report(client, run, time.monotonic() - t0, mlflow_url, layout.airflow_home)
+        report = run_report(
+            client, run, time.monotonic() - t0, mlflow_url, layout.airflow_home, plan.mlflow_admin
+        )
         scored = None
         score_text = ""
         if run.state == "success":
-            wait_for_dag(client, SCORE_DAG, timeout=240, log_hint=f"{logs}/airflow.log")
+            wait_for_dag(client, SCORE_DAG, timeout=240, log_hint=f"{logs}/airflow-dag-processor.log")
             scored = client.trigger_dag_run(SCORE_DAG, SCORE_CONF)
             say(
                 f"triggered {SCORE_DAG} through the REST API: run {scored.run_id}, conf {json.dumps(SCORE_CONF)}"
@@ -381,7 +341,7 @@ def demo(project: Path, *, timeout: float, conf: Mapping[str, object] | None = N
                 return_value(client, scored, "publish"),
                 score_failures,
             )
-    say(format_report(report, airflow_url, mlflow_url, login))
+    say(format_report(report, airflow_url, mlflow_url, login, mlflow_login))
     if scored is not None:
         say(score_text)
     ok = run.state == "success" and (scored is None or scored.state == "success")
@@ -391,7 +351,7 @@ def demo(project: Path, *, timeout: float, conf: Mapping[str, object] | None = N
 def down(project: Path) -> int:
     """`mlops down`: stop every service `mlops demo` recorded, with every process they spawned."""
     layout = embedded_stack.StackLayout(project / ".demo")
-    results = processes.stop_all(layout.state_dir, order=("airflow", "mlflow"))
+    results = demo_stack.stop_stack(layout)
     if not results:
         say(f"nothing to stop: no services recorded in {layout.state_dir}")
     for result in results:
@@ -407,3 +367,50 @@ def down(project: Path) -> int:
         else:
             say(f"{result.name} (pid {result.pid}) was not running; removed its record")
     return EXIT_OK
+
+
+def status(project: Path) -> int:
+    """`mlops status`: each service of the demo's stack: pid, port, healthy or not, since when.
+
+    Exit 0 when every service is healthy, 1 otherwise (so scripts can wait on it). Reads the
+    recorded ports and secrets; starts, writes and changes nothing.
+    """
+    layout = embedded_stack.StackLayout(project / ".demo")
+    if not layout.state_dir.is_dir() or not any(layout.state_dir.glob("*.pid")):
+        say(f"no demo stack recorded in {layout.root}: `make demo` starts one")
+        return EXIT_RUN_FAILED
+    config = load_demo_config(os.environ, project / ".env")
+    try:
+        ports = json.loads((layout.root / "ports.json").read_text())
+        secrets = json.loads((layout.root / "secrets.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DemoError(
+            f"the stack in {layout.root} is incomplete ({exc}); `make down`, then `make demo`"
+        ) from exc
+    plan = demo_stack.plan_stack(
+        layout,
+        ports=demo_stack.StackPorts(
+            airflow=_recorded_port(layout, "airflow-api-server", config.airflow_port),
+            mlflow=_recorded_port(layout, demo_stack.MLFLOW, config.mlflow_port),
+            postgres=int(ports["postgres"]),
+            worker_log=int(ports["worker_log"]),
+            trigger_log=int(ports["trigger_log"]),
+        ),
+        secrets=secrets,
+        dags_folder=project / "dags",
+        plugins_folder=project / "plugins",
+        passwords_file=layout.passwords_file,
+    )
+    statuses = demo_stack.stack_status(plan)
+    say(demo_stack.format_status(statuses))
+    say(
+        f"Airflow {plan.airflow_url}   MLflow {plan.mlflow_url}   logs in {relative_path(layout.logs_dir, project)}/"
+    )
+    return EXIT_OK if all(status.healthy for status in statuses) else EXIT_RUN_FAILED
+
+
+def _recorded_port(layout: embedded_stack.StackLayout, name: str, configured: int) -> int:
+    """The port the running service `name` was started on (the setting may have changed since)."""
+    record = processes.read_record(layout.state_dir, name)
+    port = record.details.get("port", "") if record else ""
+    return int(port) if port.isdigit() else configured

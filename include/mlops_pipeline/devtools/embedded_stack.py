@@ -26,6 +26,7 @@ from mlops_pipeline.devtools.processes import (
     MARKER_VAR,
     ServiceRecord,
     ServiceStartError,
+    StackError,
     start_service,
     tail,
     venv_bin,
@@ -146,11 +147,16 @@ def _airflow_variables(settings: AirflowSettings) -> dict[str, str]:
     return variables
 
 
-def mlflow_server_command(*, backend_store_uri: str, artifacts_destination: str, port: int) -> list[str]:
+def mlflow_server_command(
+    *, backend_store_uri: str, artifacts_destination: str, port: int, app_name: str | None = None
+) -> list[str]:
     """`mlflow server` on 127.0.0.1:`port`, one worker, proxied artifacts, framable by the Airflow UI.
 
     The default X-Frame-Options (SAMEORIGIN) would stop the Airflow plugin showing MLflow pages.
+    `app_name="basic-auth"` puts every request but `/health` behind a login (see
+    :func:`mlflow_auth_config`).
     """
+    auth = ["--app-name", app_name] if app_name else []
     return [
         str(venv_bin() / "mlflow"),
         "server",
@@ -166,7 +172,65 @@ def mlflow_server_command(*, backend_store_uri: str, artifacts_destination: str,
         "1",
         "--x-frame-options",
         "NONE",
+        *auth,
     ]
+
+
+MLFLOW_AUTH_APP = "basic-auth"
+
+
+def mlflow_auth_config(database_uri: str) -> str:
+    """The basic-auth app's ini file (MLFLOW_AUTH_CONFIG_PATH), as deploy/mlflow/basic_auth.ini has it.
+
+    Every signed-in user may read; writing needs EDIT/MANAGE, which the creator of an experiment
+    or model gets; anonymous requests get 401. No secret here: the admin's password comes from
+    MLFLOW_AUTH_ADMIN_PASSWORD and the database's from PGPASSWORD. Checked passwords are cached
+    for 60 s: each check is a PBKDF2 hash (tens of ms), paid on every request of every task
+    otherwise; with one server worker no other copy of the cache can go stale.
+    """
+    return (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {database_uri}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "grant_default_workspace_access = false\n"
+        "auth_cache_ttl_seconds = 60\n"
+    )
+
+
+def ensure_mlflow_user(
+    tracking_uri: str,
+    admin: tuple[str, str],
+    user: tuple[str, str],
+    *,
+    is_admin: bool = True,
+    transport: httpx.BaseTransport | None = None,
+) -> str:
+    """Create MLflow user `user` = (name, password), or reset its password; make it an admin or not.
+
+    Signed in as `admin`. What deploy/mlflow/create_user.py does for compose, through the REST
+    API (no MLflow import in the CLI). The pipeline's user is an admin there for the reason given
+    in that file. Returns "created" or "updated".
+    """
+    name, password = user
+    base = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/users"
+    with httpx.Client(auth=admin, timeout=30, transport=transport) as client:
+        found = client.get(f"{base}/get", params={"username": name})
+        if found.status_code == 200:
+            action = "updated"
+            response = client.patch(f"{base}/update-password", json={"username": name, "password": password})
+        elif found.status_code == 404:
+            action = "created"
+            response = client.post(f"{base}/create", json={"username": name, "password": password})
+        else:
+            response = found
+        if response.is_success:
+            response = client.patch(f"{base}/update-admin", json={"username": name, "is_admin": is_admin})
+    if not response.is_success:
+        raise StackError(
+            f"could not set up MLflow user {name!r}: HTTP {response.status_code} {response.text[:300]}"
+        )
+    return action
 
 
 def airflow_command(*args: str) -> list[str]:
@@ -228,12 +292,15 @@ def start_mlflow(
     name: str = "mlflow",
     backend_store_uri: str | None = None,
     artifacts_destination: str | None = None,
+    app_name: str | None = None,
+    details: Mapping[str, str] | None = None,
 ) -> ServiceRecord:
     """Start an MLflow tracking server on 127.0.0.1:`port`.
 
     By default its SQLite backend and artifacts live under `layout.mlflow_dir`; the native stack
     passes a PostgreSQL `backend_store_uri` and an `s3://` `artifacts_destination` (the server then
-    needs `MLFLOW_S3_ENDPOINT_URL` and AWS credentials in `env`; clients need neither).
+    needs `MLFLOW_S3_ENDPOINT_URL` and AWS credentials in `env`; clients need neither). The
+    embedded demo passes `app_name=MLFLOW_AUTH_APP` (and the auth settings in `env`).
     """
     mlflow_dir = layout.mlflow_dir.resolve()
     mlflow_dir.mkdir(parents=True, exist_ok=True)
@@ -241,6 +308,7 @@ def start_mlflow(
         backend_store_uri=backend_store_uri or f"sqlite:///{mlflow_dir / 'mlflow.db'}",
         artifacts_destination=artifacts_destination or str(mlflow_dir / "artifacts"),
         port=port,
+        app_name=app_name,
     )
     return start_service(
         name,
@@ -249,7 +317,7 @@ def start_mlflow(
         state_dir=layout.state_dir,
         log_file=layout.log_file(name),
         cwd=mlflow_dir,
-        details={"url": f"http://{LOCALHOST}:{port}", "port": str(port)},
+        details={"url": f"http://{LOCALHOST}:{port}", "port": str(port), **(details or {})},
     )
 
 
@@ -315,6 +383,35 @@ def start_airflow_standalone(
 AIRFLOW_COMPONENTS: tuple[str, ...] = ("api-server", "scheduler", "dag-processor")
 
 
+def airflow_component_command(component: str, settings: AirflowSettings) -> list[str]:
+    """`airflow <component>`; the API server on 127.0.0.1 with one worker."""
+    argv = airflow_command(component)
+    if component == "api-server":
+        argv += ["--host", LOCALHOST, "--port", str(settings.api_port), "--workers", "1"]
+    return argv
+
+
+def start_airflow_component(
+    layout: StackLayout,
+    settings: AirflowSettings,
+    env: Mapping[str, str],
+    component: str,
+    *,
+    details: Mapping[str, str] | None = None,
+) -> ServiceRecord:
+    """Start one Airflow component as service `airflow-<component>` (the DB must be migrated)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return start_service(
+        f"airflow-{component}",
+        airflow_component_command(component, settings),
+        env=env,
+        state_dir=layout.state_dir,
+        log_file=layout.log_file(f"airflow-{component}"),
+        cwd=settings.home,
+        details={**_airflow_details(settings), **(details or {})},
+    )
+
+
 def start_airflow_components(
     layout: StackLayout,
     settings: AirflowSettings,
@@ -324,27 +421,12 @@ def start_airflow_components(
 ) -> list[ServiceRecord]:
     """Run `airflow db migrate`, then start each component as its own service `airflow-<component>`.
 
-    This is how a deployment runs Airflow (and what the system tests check), as opposed to
-    `standalone`, which supervises all components from one process.
+    This is how a deployment runs Airflow (and how `mlops demo` and the system tests run it), as
+    opposed to `standalone`, which supervises all components from one process and does not
+    restart one that exits.
     """
     airflow_migrate(env, layout.log_file("airflow-db-migrate"))
-    records = []
-    for component in components:
-        argv = airflow_command(component)
-        if component == "api-server":
-            argv += ["--host", LOCALHOST, "--port", str(settings.api_port), "--workers", "1"]
-        records.append(
-            start_service(
-                f"airflow-{component}",
-                argv,
-                env=env,
-                state_dir=layout.state_dir,
-                log_file=layout.log_file(f"airflow-{component}"),
-                cwd=settings.home,
-                details=_airflow_details(settings),
-            )
-        )
-    return records
+    return [start_airflow_component(layout, settings, env, component) for component in components]
 
 
 def airflow_is_healthy(

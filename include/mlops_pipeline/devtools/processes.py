@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -176,6 +177,16 @@ class StopResult:
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def account_kwargs(user: str | None) -> dict[str, Any]:
+    """Popen arguments that run a child as account `user` (None: as ourselves)."""
+    if user is None:
+        return {}
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def pid_file(state_dir: Path, name: str) -> Path:
     """Where the record of service `name` lives."""
     return state_dir / f"{name}.pid"
@@ -190,10 +201,12 @@ def start_service(
     log_file: Path,
     cwd: Path | None = None,
     details: Mapping[str, str] | None = None,
+    run_as: str | None = None,
 ) -> ServiceRecord:
     """Start `argv` in the background in a new session, output appended to `log_file`, and record it.
 
-    Refuses to start a second copy while the recorded one is alive.
+    Refuses to start a second copy while the recorded one is alive. `run_as` names another account
+    to run it as (we must be root), e.g. for PostgreSQL, which refuses to run as root.
     """
     if (existing := running_service(state_dir, name)) is not None:
         raise StackError(f"{name} is already running (pid {existing.pid}); stop it first")
@@ -213,6 +226,7 @@ def start_service(
             stderr=subprocess.STDOUT,
             # Own session: Ctrl-C in the terminal does not reach it, and its group can be signalled.
             start_new_session=True,
+            **account_kwargs(run_as),
         )
     _CHILDREN[process.pid] = process
     try:
@@ -279,6 +293,27 @@ def _marked_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
+def _group_members(record: ServiceRecord) -> list[psutil.Process]:
+    """Processes still in the service's process group (pgid == its pid, as started with a new session).
+
+    Finds what outlives a killed service even when the marker cannot be read: Airflow's
+    serve-logs and LocalExecutor workers set their process title, which overwrites the memory
+    /proc/<pid>/environ shows. Only processes started after the service count (PID reuse).
+    """
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if (
+                os.getpgid(process.pid) == record.pid
+                and process.create_time() >= record.create_time - 1.0
+                and process.status() != psutil.STATUS_ZOMBIE  # e.g. the dead leader, not yet reaped
+            ):
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 def _signal_all(processes: Iterable[psutil.Process], kill: bool = False) -> None:
     for process in processes:
         with contextlib.suppress(psutil.Error):
@@ -297,7 +332,7 @@ def stop_service(state_dir: Path, name: str, *, timeout: float = 20.0) -> StopRe
         pid_file(state_dir, name).unlink(missing_ok=True)
         return None
     was_running = is_alive(record)
-    targets = {p.pid: p for p in _marked_processes(record.marker)}
+    targets = {p.pid: p for p in [*_marked_processes(record.marker), *_group_members(record)]}
     if was_running:
         try:
             leader = psutil.Process(record.pid)

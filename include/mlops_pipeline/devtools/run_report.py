@@ -107,7 +107,9 @@ def format_score_report(
     return "\n".join(lines + _failed_task_lines(failed))
 
 
-def format_report(report: RunReport, airflow_url: str, mlflow_url: str, login: Sequence[str]) -> str:
+def format_report(
+    report: RunReport, airflow_url: str, mlflow_url: str, login: Sequence[str], mlflow_login: str = ""
+) -> str:
     """The closing summary: outcome, champion, gate report, Data Docs, failing tasks, UIs and logins."""
     run_url = f"{airflow_url}/dags/{report.dag_id}/runs/{quote(report.run_id, safe='')}"
     lines = [
@@ -140,7 +142,7 @@ def format_report(report: RunReport, airflow_url: str, mlflow_url: str, login: S
         "",
         f"Airflow UI:  {airflow_url}   login: " + "; ".join(login[:2]),
         *(f"             {line}" for line in login[2:]),
-        f"MLflow UI:   {mlflow_url}",
+        f"MLflow UI:   {mlflow_url}" + (f"   login: {mlflow_login}" if mlflow_login else ""),
         "make down to stop (everything stays in .demo/ for the next `make demo`; `make clean` deletes it).",
     ]
     return "\n".join(lines)
@@ -151,11 +153,15 @@ def format_report(report: RunReport, airflow_url: str, mlflow_url: str, login: S
 # --------------------------------------------------------------------------------------------
 
 
-def champion_version(mlflow_url: str, model: str) -> str | None:
-    """The version the `champion` alias of `model` points at (MLflow REST API); None if there is none."""
+def champion_version(mlflow_url: str, model: str, auth: tuple[str, str] | None = None) -> str | None:
+    """The version the `champion` alias of `model` points at (MLflow REST API); None if there is none.
+
+    `auth` is a (user, password) for an MLflow server behind its basic-auth app.
+    """
     response = httpx.get(
         f"{mlflow_url}/api/2.0/mlflow/registered-models/alias",
         params={"name": model, "alias": "champion"},
+        auth=auth,
         timeout=30,
     )
     if response.status_code == 404:  # RESOURCE_DOES_NOT_EXIST: no such model, or no such alias
@@ -213,7 +219,12 @@ def failed_tasks(client: AirflowClient, run: DagRun, airflow_home: Path, lines: 
 
 
 def run_report(
-    client: AirflowClient, run: DagRun, duration: float, mlflow_url: str, airflow_home: Path
+    client: AirflowClient,
+    run: DagRun,
+    duration: float,
+    mlflow_url: str,
+    airflow_home: Path,
+    mlflow_auth: tuple[str, str] | None = None,
 ) -> RunReport:
     """Collect what a finished run produced: champion, gate result, Data Docs, failures."""
     validated = return_value(client, run, "validate") or {}
@@ -223,7 +234,7 @@ def run_report(
         run_id=run.run_id,
         state=run.state,
         duration_s=duration,
-        champion_version=champion_version(mlflow_url, DEMO_MODEL) if succeeded else None,
+        champion_version=champion_version(mlflow_url, DEMO_MODEL, mlflow_auth) if succeeded else None,
         gate=return_value(client, run, "evaluate"),
         data_docs_uri=str(validated["data_docs_uri"]) if validated.get("data_docs_uri") else None,
         failed_tasks=() if succeeded else tuple(failed_tasks(client, run, airflow_home)),

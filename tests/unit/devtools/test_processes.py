@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import sys
@@ -235,3 +236,36 @@ def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
     path.write_text("".join(f"line {i}\n" for i in range(100)))
     assert processes.tail(path, 2) == "line 98\nline 99"
     assert processes.tail(tmp_path / "missing.log") == ""
+
+
+def test_stopping_an_exited_service_stops_what_it_left_in_its_group(tmp_path: Path) -> None:
+    # The child has no marker in its environment (as when a process title overwrites it): only
+    # its process group ties it to the service that died.
+    state = tmp_path / "run"
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], env={})\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    record = processes.start_service(
+        "leaky",
+        [sys.executable, "-c", script],
+        env=dict(os.environ),
+        state_dir=state,
+        log_file=tmp_path / "leaky.log",
+    )
+    log = tmp_path / "leaky.log"
+    deadline = time.monotonic() + 20
+    while not (lines := log.read_text().strip().splitlines()) or not lines[-1].isdigit():
+        assert time.monotonic() < deadline, "the service never started its child"
+        time.sleep(0.1)
+    orphan = psutil.Process(int(lines[-1]))
+    os.kill(record.pid, signal.SIGKILL)
+    psutil.wait_procs([psutil.Process(record.pid)], timeout=5)
+
+    result = processes.stop_service(state, "leaky", timeout=5)
+
+    assert result is not None and not result.was_running and result.processes >= 1
+    orphan.wait(timeout=5)
+    assert not orphan.is_running()
