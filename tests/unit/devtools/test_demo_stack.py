@@ -253,7 +253,8 @@ def test_a_real_postgres_starts_gives_each_role_its_database_and_stops(tmp_path:
 
     root = demo_stack.private_root(tmp_path / "pg")
     if local_postgres.run_as_user():
-        for parent in root.resolve().parents:  # what ensure_stack does for nobody (o+x only)
+        # What ensure_stack does for nobody (o+x only): the data's and the binaries' parents.
+        for parent in [*root.resolve().parents, *local_postgres.binaries_dir().resolve().parents]:
             parent.chmod(parent.stat().st_mode | 0o001)
     layout = embedded_stack.StackLayout(root)
     data = root / "postgres"
