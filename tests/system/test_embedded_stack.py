@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from mlops_pipeline.devtools import demo_stack, embedded_stack, processes
-from mlops_pipeline.devtools.airflow_client import AirflowClient, AirflowNotFoundError
+from mlops_pipeline.devtools.airflow_client import AirflowClient
 from mlops_pipeline.devtools.example_data import write_example_data
 from mlops_pipeline.store import LocalStore
 
@@ -98,25 +98,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with AirflowClient(plan.airflow_url) as client:
             client.login("admin", passwords["admin"])
             for dag_id in DAGS:
-                wait_for_parsed(client, dag_id, timeout=180)
+                client.wait_for_parsed(dag_id, timeout=180)
         yield Stack(plan=plan, passwords=passwords)
     finally:
         demo_stack.stop_stack(layout, timeout=15)
         os.umask(previous_umask)
-
-
-def wait_for_parsed(client: AirflowClient, dag_id: str, timeout: float) -> None:
-    """Poll until the dag-processor has parsed `dag_id`; fail at once on import errors."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.get_dag(dag_id)
-            return
-        except AirflowNotFoundError:
-            errors = client.list_import_errors()
-            assert not errors, "\n".join(f"{e.filename}: {e.stack_trace}" for e in errors)
-            assert time.monotonic() < deadline, f"{dag_id} not parsed after {timeout} s"
-            time.sleep(2)
 
 
 def token(stack: Stack) -> str:

@@ -29,7 +29,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_pipeline.devtools import embedded_stack, native_stack, processes
-from mlops_pipeline.devtools.airflow_client import AirflowClient, AirflowNotFoundError, DagRun
+from mlops_pipeline.devtools.airflow_client import AirflowClient, DagRun
 from mlops_pipeline.devtools.example_data import write_example_data
 from mlops_pipeline.predictions import read_manifest
 from mlops_pipeline.registry import promotion_history
@@ -53,20 +53,6 @@ class Stack:
     native: native_stack.NativeStack
     passwords: dict[str, str]
     store: ObjectStore
-
-
-def wait_for_parsed(client: AirflowClient, dag_id: str, timeout: float) -> None:
-    """Poll until the dag-processor has parsed `dag_id`; fail at once on import errors."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.get_dag(dag_id)
-            return
-        except AirflowNotFoundError:
-            errors = client.list_import_errors()
-            assert not errors, "\n".join(f"{e.filename}: {e.stack_trace}" for e in errors)
-            assert time.monotonic() < deadline, f"{dag_id} not parsed after {timeout} s"
-            time.sleep(2)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +79,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with AirflowClient(native.airflow_url) as client:
             client.login("admin", passwords["admin"])
             for dag_id in (TRAIN, SCORE, MONITOR):
-                wait_for_parsed(client, dag_id, timeout=180)
+                client.wait_for_parsed(dag_id, timeout=180)
         yield Stack(native=native, passwords=passwords, store=store)
     finally:
         native_stack.stop_native_stack(layout, timeout=15)

@@ -21,7 +21,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_pipeline.devtools import embedded_stack, processes
-from mlops_pipeline.devtools.airflow_client import AirflowApiError, AirflowClient, AirflowNotFoundError
+from mlops_pipeline.devtools.airflow_client import AirflowApiError, AirflowClient
 from mlops_pipeline.devtools.example_data import write_example_data
 from mlops_pipeline.store import LocalStore
 
@@ -85,24 +85,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         with AirflowClient(settings.base_url) as client:
             client.login("admin", passwords["admin"])
-            wait_for_parsed(client, DAG_ID, timeout=120)
+            client.wait_for_parsed(DAG_ID, timeout=120)
         yield Stack(airflow_url=settings.base_url, mlflow_url=mlflow_url, passwords=passwords, store=store)
     finally:
         processes.stop_all(layout.state_dir, timeout=15, order=STOP_ORDER)
-
-
-def wait_for_parsed(client: AirflowClient, dag_id: str, timeout: float) -> None:
-    """Poll until the dag-processor has parsed `dag_id`; fail at once on import errors."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.get_dag(dag_id)
-            return
-        except AirflowNotFoundError:
-            errors = client.list_import_errors()
-            assert not errors, "\n".join(f"{e.filename}: {e.stack_trace}" for e in errors)
-            assert time.monotonic() < deadline, f"{dag_id} not parsed after {timeout} s"
-            time.sleep(2)
 
 
 @pytest.fixture(scope="module")

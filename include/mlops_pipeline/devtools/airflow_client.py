@@ -39,6 +39,10 @@ class AirflowNotFoundError(AirflowApiError):
     """HTTP 404: the DAG, run, task instance or XCom does not exist (yet)."""
 
 
+class DagImportFailedError(RuntimeError):
+    """A DAG file failed to import while waiting for a DAG to be parsed (the stack traces)."""
+
+
 class DagRunTimeoutError(TimeoutError):
     """A DAG run did not finish in time; `last` is the last state seen."""
 
@@ -292,6 +296,26 @@ class AirflowClient:
             DagImportError(filename=item.get("filename", "?"), stack_trace=item.get("stack_trace", ""))
             for item in body.get("import_errors", [])
         ]
+
+    def wait_for_parsed(self, dag_id: str, *, timeout: float, interval: float = 2.0) -> Dag:
+        """Poll until the dag-processor has parsed `dag_id`; the DAG.
+
+        Raises :class:`DagImportFailedError` at once when any DAG file fails to import (with each
+        file's stack trace), TimeoutError after `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.get_dag(dag_id)
+            except AirflowNotFoundError:
+                errors = self.list_import_errors()
+                if errors:
+                    raise DagImportFailedError(
+                        "\n".join(f"{e.filename}: {e.stack_trace}" for e in errors)
+                    ) from None
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{dag_id} not parsed after {timeout} s") from None
+                time.sleep(interval)
 
     def wait_for_dag_run(
         self,

@@ -17,6 +17,7 @@ from mlops_pipeline.devtools.airflow_client import (
     AirflowApiError,
     AirflowClient,
     AirflowNotFoundError,
+    DagImportFailedError,
     DagRunTimeoutError,
     error_detail,
     render_log_content,
@@ -306,3 +307,42 @@ def test_render_log_content_shows_the_exception_chain_once_and_filters_levels() 
         "    AirflowFailException: 40% bad rows (/p/glue.py:52 in fail)",
     ]
     assert render_log_content(content).splitlines()[0] == "t0 info starting"
+
+
+def test_wait_for_parsed_polls_until_the_dag_exists() -> None:
+    answers = iter([404, 404, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/importErrors"):
+            return httpx.Response(200, json={"import_errors": [], "total_entries": 0})
+        status = next(answers)
+        if status == 404:
+            return httpx.Response(404, json={"detail": "not found"})
+        return httpx.Response(200, json={"dag_id": "d", "is_paused": True, "fileloc": "/dags/x.py"})
+
+    with make_client(handler) as client:
+        assert client.wait_for_parsed("d", timeout=5, interval=0).dag_id == "d"
+
+
+def test_wait_for_parsed_fails_at_once_on_an_import_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/importErrors"):
+            errors = [{"import_error_id": 1, "filename": "/dags/x.py", "stack_trace": "SyntaxError: bad"}]
+            return httpx.Response(200, json={"import_errors": errors, "total_entries": 1})
+        return httpx.Response(404, json={"detail": "not found"})
+
+    with (
+        make_client(handler) as client,
+        pytest.raises(DagImportFailedError, match=r"/dags/x\.py: SyntaxError"),
+    ):
+        client.wait_for_parsed("d", timeout=60, interval=0)
+
+
+def test_wait_for_parsed_times_out() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/importErrors"):
+            return httpx.Response(200, json={"import_errors": [], "total_entries": 0})
+        return httpx.Response(404, json={"detail": "not found"})
+
+    with make_client(handler) as client, pytest.raises(TimeoutError, match="d not parsed after 0"):
+        client.wait_for_parsed("d", timeout=0, interval=0)
