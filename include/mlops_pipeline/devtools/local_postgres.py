@@ -31,9 +31,9 @@ from mlops_pipeline.devtools.processes import (
     ServiceStartError,
     StackError,
     account_kwargs,
-    is_alive,
     start_service,
     tail,
+    wait_until,
 )
 
 SUPERUSER = "postgres"
@@ -220,22 +220,13 @@ def is_ready(port: int, superuser_password: str) -> bool:
 
 def wait_until_ready(record: ServiceRecord, port: int, superuser_password: str, *, timeout: float) -> None:
     """Poll until the server answers; fail fast with its log if it exits."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not is_ready(port, superuser_password):
-        if not is_alive(record):
-            raise ServiceStartError(
-                f"{record.name} exited during start-up; last lines of {record.log_file}:\n"
-                f"{tail(record.log_file, 25)}",
-                Path(record.log_file),
-            )
-        if time.monotonic() >= deadline:
-            raise ServiceStartError(
-                f"PostgreSQL was not ready after {timeout:.0f} s on port {port}; see {record.log_file}",
-                Path(record.log_file),
-            )
-        time.sleep(0.5)
+    wait_until(
+        record,
+        lambda: is_ready(port, superuser_password),
+        timeout=timeout,
+        what=f"PostgreSQL on port {port}",
+        interval=0.5,
+    )
 
 
 def ensure_databases(port: int, superuser_password: str, databases: tuple[Database, ...]) -> None:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import secrets
 import socket
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,17 +38,16 @@ from mlops_pipeline.devtools.embedded_stack import (
 from mlops_pipeline.devtools.processes import (
     LOCALHOST,
     ServiceRecord,
-    ServiceStartError,
     StackError,
     StopResult,
     find_free_port,
-    is_alive,
     start_service,
     stop_all,
     stop_service,
     tail,
     venv_bin,
     wait_for_http,
+    wait_until,
     write_passwords_file,
     write_private,
 )
@@ -382,20 +380,7 @@ def _log_since_start(record: ServiceRecord) -> str:
 def wait_for_celery_worker(record: ServiceRecord, *, timeout: float = 120.0) -> None:
     """Wait until the worker's log says `<node> ready.` (connected to the broker); fail fast if it dies."""
     ready = f"{record.details['node']} ready."
-    deadline = time.monotonic() + timeout
-    while ready not in _log_since_start(record):
-        if not is_alive(record):
-            raise ServiceStartError(
-                f"{record.name} exited during start-up; last lines of {record.log_file}:\n"
-                f"{tail(record.log_file, 25)}",
-                Path(record.log_file),
-            )
-        if time.monotonic() >= deadline:
-            raise ServiceStartError(
-                f"{record.name} was not ready after {timeout:.0f} s; see {record.log_file}",
-                Path(record.log_file),
-            )
-        time.sleep(1.0)
+    wait_until(record, lambda: ready in _log_since_start(record), timeout=timeout, what=record.name)
 
 
 @dataclass(frozen=True)

@@ -386,6 +386,30 @@ def tail(path: Path | str, lines: int = 30) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
+def start_failure(record: ServiceRecord) -> ServiceStartError:
+    """The error for a service that exited while starting: its log's last lines."""
+    return ServiceStartError(
+        f"{record.name} exited during start-up; last lines of {record.log_file}:\n{tail(record.log_file, 25)}",
+        Path(record.log_file),
+    )
+
+
+def wait_until(
+    record: ServiceRecord, ready: Callable[[], bool], *, timeout: float, what: str, interval: float = 1.0
+) -> None:
+    """Poll `ready()` until it holds; fail fast if `record`'s process dies (:func:`start_failure`),
+    and after `timeout` seconds with a message naming `what` and the log file."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if not is_alive(record):
+            raise start_failure(record)
+        if time.monotonic() >= deadline:
+            raise ServiceStartError(
+                f"{what} was not ready after {timeout:.0f} s; see {record.log_file}", Path(record.log_file)
+            )
+        time.sleep(interval)
+
+
 def wait_for_http(
     url: str,
     *,
@@ -408,11 +432,7 @@ def wait_for_http(
         while True:
             for record in watched:
                 if not is_alive(record):
-                    raise ServiceStartError(
-                        f"{record.name} exited during start-up; last lines of {record.log_file}:\n"
-                        f"{tail(record.log_file, 25)}",
-                        Path(record.log_file),
-                    )
+                    raise start_failure(record)
             try:
                 response = client.get(url)
                 if response.status_code == 200 and (ready is None or ready(response)):

@@ -231,6 +231,40 @@ def test_waiting_times_out_naming_the_url() -> None:
     assert url in str(excinfo.value)
 
 
+def test_waiting_until_ready_fails_fast_when_the_service_dies(layout: embedded_stack.StackLayout) -> None:
+    record = processes.start_service(
+        "crash",
+        [sys.executable, "-c", "import sys; print('no broker', flush=True); sys.exit(3)"],
+        env=dict(os.environ),
+        state_dir=layout.state_dir,
+        log_file=layout.log_file("crash"),
+    )
+    started = time.monotonic()
+    with pytest.raises(processes.ServiceStartError, match="crash exited during start-up") as excinfo:
+        processes.wait_until(record, lambda: False, timeout=30, what="crash", interval=0.1)
+    assert time.monotonic() - started < 10
+    assert "no broker" in str(excinfo.value)
+
+
+def test_waiting_until_ready_returns_once_ready_and_times_out_naming_what(
+    layout: embedded_stack.StackLayout,
+) -> None:
+    record = processes.start_service(
+        "sleeper",
+        [sys.executable, "-c", "import time; time.sleep(30)"],
+        env=dict(os.environ),
+        state_dir=layout.state_dir,
+        log_file=layout.log_file("sleeper"),
+    )
+    try:
+        answers = iter([False, False, True])
+        processes.wait_until(record, lambda: next(answers), timeout=10, what="sleeper", interval=0)
+        with pytest.raises(processes.ServiceStartError, match="sleeper on port 1 was not ready after 0 s"):
+            processes.wait_until(record, lambda: False, timeout=0, what="sleeper on port 1")
+    finally:
+        processes.stop_service(layout.state_dir, "sleeper", timeout=5)
+
+
 def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
     path = tmp_path / "x.log"
     path.write_text("".join(f"line {i}\n" for i in range(100)))
