@@ -189,12 +189,16 @@ class CleanColumns:
     @classmethod
     def of_frame(cls, frame: pd.DataFrame) -> CleanColumns:
         """The description of `frame` itself (one vectorised pass for the missing values)."""
-        missing = frame.columns[frame.isna().any().to_numpy()]
         return cls(
             dtypes={str(name): dtype for name, dtype in frame.dtypes.items()},
             rows=len(frame),
-            columns_with_missing=frozenset(str(name) for name in missing),
+            columns_with_missing=frozenset(columns_with_missing(frame)),
         )
+
+
+def columns_with_missing(frame: pd.DataFrame) -> list[str]:
+    """The columns of `frame` with a missing value, in order (one vectorised pass)."""
+    return [str(name) for name in frame.columns[frame.isna().any().to_numpy()]]
 
 
 def frame_schema(frame: pd.DataFrame | CleanColumns) -> Schema:

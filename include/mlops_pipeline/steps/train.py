@@ -59,6 +59,7 @@ def ingest(spec: ModelSpec, store: ObjectStore, as_of: date, window_days: int | 
 def validate(spec: ModelSpec, store: ObjectStore, manifest: Snapshot, run: RunInfo) -> Validated:
     """Validate the snapshot with Great Expectations; publish results, quarantine, and the clean rows."""
     from mlops_pipeline.ingest import read_snapshot_table
+    from mlops_pipeline.registry import columns_with_missing
     from mlops_pipeline.targets import TargetError
     from mlops_pipeline.validation import publish_validation, validate_frame
 
@@ -92,14 +93,13 @@ def validate(spec: ModelSpec, store: ObjectStore, manifest: Snapshot, run: RunIn
             + (f"; quarantined rows: {artifacts.quarantine_uri}" if artifacts.quarantine_uri else "")
         )
     split = _write_split(spec, store, run, outcome.clean)
-    missing = outcome.clean.columns[outcome.clean.isna().any().to_numpy()]
     return cast(
         Validated,
         {
             **summary,
             "clean_rows": len(outcome.clean),
             **split,
-            "columns_with_missing": [str(name) for name in missing],
+            "columns_with_missing": columns_with_missing(outcome.clean),
         },
     )
 
@@ -141,22 +141,21 @@ def _model_columns(spec: ModelSpec, *, slices: bool) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
-def _read_side(store: ObjectStore, key: str, columns: list[str]) -> Any:
-    """One side of the clean rows, only `columns` of it (those present), as pandas wrote them."""
+def _read_side(store: ObjectStore, key: str, columns: list[str]) -> tuple[Any, Any]:
+    """One side of the clean rows, only `columns` of it (those present), as pandas wrote them;
+    and the file's schema (every clean column), from the same single download."""
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(io.BytesIO(store.read_bytes(key)))
     present = [name for name in columns if name in parquet.schema_arrow.names]
-    return parquet.read(columns=present).to_pandas()
+    return parquet.read(columns=present).to_pandas(), parquet.schema_arrow
 
 
-def _clean_columns(store: ObjectStore, validated: Validated) -> Any:
-    """What MLflow records of all the clean rows (`registry.CleanColumns`), without reading them."""
-    import pyarrow.parquet as pq
-
+def _clean_columns(schema: Any, validated: Validated) -> Any:
+    """What MLflow records of all the clean rows (`registry.CleanColumns`) from a side's Parquet
+    schema and the payload, without reading the rows."""
     from mlops_pipeline.registry import CleanColumns
 
-    schema = pq.read_schema(io.BytesIO(store.read_bytes(validated["train_key"])))
     empty = schema.empty_table().to_pandas()
     return CleanColumns(
         dtypes={str(name): dtype for name, dtype in empty.dtypes.items()},
@@ -175,7 +174,7 @@ def train(
 
     settings = get_settings()
     registry.configured_client()
-    train_rows = _read_side(store, validated["train_key"], _model_columns(spec, slices=False))
+    train_rows, schema = _read_side(store, validated["train_key"], _model_columns(spec, slices=False))
     try:
         result = fit_train_rows(train_rows, spec, validated["holdout_rows"])
     except ValueError as exc:
@@ -193,7 +192,7 @@ def train(
         run_tags={**run.tags(), "mlops.quarantined_rows": str(validated["quarantined_rows"])},
         code=registry.code_version(settings.code_version),
         training_metrics_rows=len(sample),
-        clean_columns=_clean_columns(store, validated),
+        clean_columns=_clean_columns(schema, validated),
     )
     return cast(Candidate, asdict(candidate))
 
@@ -219,7 +218,7 @@ def evaluate(
     )
 
     client = registry.configured_client()
-    holdout = _read_side(store, validated["holdout_key"], _model_columns(spec, slices=True))
+    holdout, _ = _read_side(store, validated["holdout_key"], _model_columns(spec, slices=True))
     pipeline = registry.load_verified(candidate["model_uri"], candidate["artifact_sha256"])
     # The holdout is predicted once: its metrics and every slice's come from these predictions.
     log.info("scoring the candidate on the holdout: %d rows", len(holdout))
