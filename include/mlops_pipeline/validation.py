@@ -1,7 +1,7 @@
 """Data validation with Great Expectations: a suite generated from the spec, a policy per rule.
 
 Every rule of the spec becomes one GX expectation tagged with a rule name (`schema:plan`,
-`type:tenure_months`, `not_null:customer_id`, `range:monthly_charges`, `allowed:plan`,
+`type:tenure_months`, `not_null:customer_id`, `range:monthly_charges`, `finite:mass`, `allowed:plan`,
 `unique:customer_id`, `row_count`, `extra:<n>:<expectation>`) and a policy:
 
 * ``fail`` — the batch is refused;
@@ -46,11 +46,16 @@ log = logging.getLogger(__name__)
 
 REASONS_COLUMN = "_reasons"
 # Text forms accepted for each numeric type (surrounding spaces are tolerated by pandas' parser).
-_NUMBER_PATTERN = r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$"
-_INTEGER_PATTERN = r"^\s*[-+]?\d+(?:\.0*)?\s*$"
+# ASCII digits only ([0-9], not \d): Python's \d also matches digits of other scripts ("١٢"),
+# which pandas and scikit-learn do not read as numbers; those are `type:` violations.
+_NUMBER_PATTERN = r"^\s*[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*$"
+_INTEGER_PATTERN = r"^\s*[-+]?[0-9]+(?:\.0*)?\s*$"
 _BOOLEAN_VALUES = ["true", "false", "True", "False", "TRUE", "FALSE", "0", "1"]
 # Columns per GX batch (see `run_suite`).
 COLUMNS_PER_BATCH = 3
+
+# The largest finite 64-bit float: the bounds of the `finite:` rules.
+LARGEST_FLOAT = float(np.finfo(np.float64).max)
 # The type rules' regex check: GX's own expectation on a vectorised metric (gx_expectations.py).
 TYPE_REGEX_EXPECTATION = "expect_column_values_to_match_regex_vectorised"
 # Text companions of typed columns in the frame GX sees; never part of the clean output.
@@ -262,6 +267,8 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                     {"column": _text_column(name), "value_set": _BOOLEAN_VALUES},
                 )
             )
+        if feature.type in ("number", "integer") and (feature.min is None or feature.max is None):
+            rules.append(_finite_rule(name, policy))
         if feature.min is not None or feature.max is not None:
             rules.append(
                 Rule(
@@ -306,6 +313,7 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                 {"column": weights, "min_value": 0},
             )
         )
+        rules.append(_finite_rule(weights, default))
     if DECODE_ERROR_COLUMN in present_columns:
         # Rows ingest read from CSV lines that were not UTF-8 text (ingest.py): the default policy.
         rules.append(
@@ -314,6 +322,19 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
     for index, extra in enumerate(spec.validation.extra_expectations):
         rules.append(Rule(f"extra:{index}:{extra.type}", extra.policy, extra.type, dict(extra.kwargs)))
     return rules
+
+
+def _finite_rule(name: str, policy: Policy) -> Rule:
+    """`finite:<name>`: the parsed values are finite. A text that looks like a number may be too
+    large for a 64-bit float ("1e400", a thousand nines): it parses to ±inf, which the `type:` regex
+    cannot see and which a missing range bound lets through (a column with both bounds has its
+    `range:` rule for this)."""
+    return Rule(
+        f"finite:{name}",
+        policy,
+        "expect_column_values_to_be_between",
+        {"column": name, "min_value": -LARGEST_FLOAT, "max_value": LARGEST_FLOAT},
+    )
 
 
 def text_table(frame: pd.DataFrame | pa.Table) -> pa.Table:
@@ -347,7 +368,9 @@ def parse_numbers(column: pa.ChunkedArray) -> np.ndarray:
 
     Arrow parses every value that looks like a decimal number (in C++, correctly rounded); pandas
     parses the rest (the few that do not: "n/a", "inf", "nan", digits of other scripts), so odd
-    values read exactly as before. Values that look like numbers but overflow ("1e400") too.
+    values read exactly as before. A value that looks like a number but overflows a float ("1e400")
+    is ±inf, as Python's `float()` reads it (pandas would make it a missing value, which no rule
+    sees): the `finite:` and `range:` rules refuse it.
     """
     text = column.combine_chunks() if len(column) else pa.array([], pa.string())
     looks_numeric = pc.fill_null(pc.match_substring_regex(text, _NUMBER_PATTERN), False)
@@ -364,6 +387,11 @@ def parse_numbers(column: pa.ChunkedArray) -> np.ndarray:
     if len(undecided):
         values = pd.Series(text.take(pa.array(undecided)).to_pylist(), dtype=object)
         parsed[undecided] = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+        # A number too large for a float: ±inf as Python's `float()` reads it (pandas makes it a
+        # missing value, which no rule would see).
+        overflowed = np.asarray(looks_numeric.to_numpy(zero_copy_only=False), dtype=bool)[undecided]
+        for position, value in zip(undecided[overflowed], values[overflowed], strict=True):
+            parsed[position] = float(value)
     return parsed
 
 

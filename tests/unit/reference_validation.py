@@ -1,6 +1,9 @@
 """The validation as it was before the Arrow path (text frames, GX's Python regexes, one batch of
-every column), kept unchanged as the reference the faster one is checked against
-(tests/unit/test_validation_equivalence.py). Not used by the pipeline.
+every column), kept as the reference the faster one is checked against
+(tests/unit/test_validation_equivalence.py). Not used by the pipeline. Two deliberate changes
+since, made in both: numbers too large for a float are ±inf, refused by `finite:`/`range:` rules
+(they were missing values that no rule saw); the `type:` patterns accept ASCII digits only (digits
+of other scripts passed the regex and were then read as missing values).
 
 Original docstring: data validation with Great Expectations: a suite generated from the spec, a policy per rule.
 
@@ -43,8 +46,8 @@ from mlops_pipeline.training import NUMERIC_FEATURE_TYPES, features_frame
 
 REASONS_COLUMN = "_reasons"
 # Text forms accepted for each numeric type (surrounding spaces are tolerated by pandas' parser).
-_NUMBER_PATTERN = r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$"
-_INTEGER_PATTERN = r"^\s*[-+]?\d+(?:\.0*)?\s*$"
+_NUMBER_PATTERN = r"^\s*[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*$"
+_INTEGER_PATTERN = r"^\s*[-+]?[0-9]+(?:\.0*)?\s*$"
 _BOOLEAN_VALUES = ["true", "false", "True", "False", "TRUE", "FALSE", "0", "1"]
 # Text companions of typed columns in the frame GX sees; never part of the clean output.
 _TEXT_SUFFIX = "__as_text"
@@ -156,6 +159,24 @@ def _text_column(column: str) -> str:
     return f"{column}{_TEXT_SUFFIX}"
 
 
+def _finite_rule(name: str, policy: Policy) -> Rule:
+    largest = float(np.finfo(np.float64).max)
+    return Rule(
+        f"finite:{name}",
+        policy,
+        "expect_column_values_to_be_between",
+        {"column": name, "min_value": -largest, "max_value": largest},
+    )
+
+
+def _to_float(text: pd.Series) -> pd.Series:
+    """pandas' `to_numeric(errors="coerce")`, except that a number too large for a float is ±inf."""
+    parsed = pd.to_numeric(text, errors="coerce").astype("float64")
+    overflowed = (parsed.isna() & text.notna() & text.astype(str).str.match(_NUMBER_PATTERN)).to_numpy()
+    parsed[overflowed] = [float(value) for value in text[overflowed]]
+    return parsed
+
+
 def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
     """The suite for `spec`: schema, types, nulls, ranges, allowed values, uniqueness, row count, extras.
 
@@ -255,6 +276,8 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                     {"column": _text_column(name), "value_set": _BOOLEAN_VALUES},
                 )
             )
+        if feature.type in ("number", "integer") and (feature.min is None or feature.max is None):
+            rules.append(_finite_rule(name, policy))
         if feature.min is not None or feature.max is not None:
             rules.append(
                 Rule(
@@ -299,6 +322,7 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                 {"column": weights, "min_value": 0},
             )
         )
+        rules.append(_finite_rule(weights, default))
     for index, extra in enumerate(spec.validation.extra_expectations):
         rules.append(Rule(f"extra:{index}:{extra.type}", extra.policy, extra.type, dict(extra.kwargs)))
     return rules
@@ -316,12 +340,12 @@ def _typed_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
             lowered = text.astype(str).str.strip().str.lower()
             checked[name] = lowered.map({"true": 1.0, "1": 1.0, "false": 0.0, "0": 0.0})
         else:
-            checked[name] = pd.to_numeric(text, errors="coerce").astype("float64")
+            checked[name] = _to_float(text)
     weights = spec.training.sample_weight_column
     if weights is not None and weights in checked.columns:
         text = checked[weights]
         checked[_text_column(weights)] = text.astype(object).where(text.notna(), None)
-        checked[weights] = pd.to_numeric(text, errors="coerce").astype("float64")
+        checked[weights] = _to_float(text)
     if spec.target in checked.columns:
         text = checked[spec.target]
         if spec.target_classes:
@@ -419,7 +443,7 @@ def _clean_columns(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     typed.insert(0, spec.id_column, frame[spec.id_column].astype(str))
     typed[spec.target] = typed_target(frame[spec.target], spec).to_numpy()
     if (weights := spec.training.sample_weight_column) is not None:
-        typed[weights] = pd.to_numeric(frame[weights], errors="coerce").astype("float64").to_numpy()
+        typed[weights] = _to_float(frame[weights]).to_numpy()
     return typed.reset_index(drop=True)
 
 

@@ -117,6 +117,35 @@ def test_every_offending_row_is_quarantined_with_the_rules_it_broke(spec: ModelS
     assert not set(reasons) & set(outcome.clean["customer_id"])
 
 
+def test_a_number_too_large_for_a_float_or_in_other_digits_is_quarantined_not_read_as_missing(spec: ModelSpec) -> None:
+    # "1e400" and a thousand nines look like numbers (the `type:` regex passes them) but overflow a
+    # 64-bit float: read as ±inf, refused by `range:` where both bounds are set, by `finite:` where not.
+    half_bounded = spec.model_copy(
+        update={
+            "features": {
+                **spec.features,
+                "total_charges": spec.features["total_charges"].model_copy(update={"max": None}),
+            }
+        }
+    )
+    assert "finite:total_charges" in {rule.name for rule in build_rules(half_bounded, set(spec.columns))}
+    assert "finite:monthly_charges" not in {rule.name for rule in build_rules(spec, set(spec.columns))}
+    batch = good_batch()
+    batch.loc[3, "monthly_charges"] = "9" * 1000
+    batch.loc[5, "total_charges"] = "1e400"  # nullable: a missing value would have passed
+    batch.loc[7, "total_charges"] = "-1e400"
+    batch.loc[9, "support_calls"] = "\u0661\u0662"  # Arabic-Indic 12: pandas reads no number in it
+    outcome = validate_frame(batch, half_bounded)
+    reasons = dict(zip(outcome.quarantined["customer_id"], outcome.quarantined[REASONS_COLUMN], strict=True))
+    assert reasons == {
+        "c00003": "range:monthly_charges",
+        "c00005": "finite:total_charges",
+        "c00007": "finite:total_charges;range:total_charges",  # below min 0 as well
+        "c00009": "type:support_calls",
+    }
+    assert len(outcome.clean) == ROWS - 4
+
+
 def test_quarantine_over_the_limit_refuses_the_batch_and_still_quarantines_all_rows(spec: ModelSpec) -> None:
     batch = good_batch()
     batch.loc[0:39, "plan"] = "gold"  # 40 rows: 20%, far more than the 200-row sample GX keeps by default
