@@ -18,13 +18,11 @@ about as much as the model itself at a million rows.
 The output is a pure function of the input, the model and the run's identity (id, logical
 timestamp): the same input and model version give byte-identical Parquet.
 
-Defective files: a file that cannot be read (empty, truncated, not the format the spec says, a CSV
-header that is not text) raises :class:`UnreadableInput` naming the file and the reason, before
-any output is kept. A CSV whose lines are mostly good has its undecodable lines (not UTF-8, NUL
-bytes) taken out before it is read: they break the ``encoding`` rule (default policy) and are
-quarantined with their line number. Every row of an id that occurs more than once in the file
-breaks ``unique:<id>`` (policy `scoring.duplicate_ids`), found by reading the id column once before
-the batches (one column of the file in memory).
+Defective files are read as :mod:`.scoring_inputs` reads them: a file that cannot be read raises
+:class:`~.scoring_inputs.UnreadableInput` before any output is kept; a CSV's undecodable lines
+(not UTF-8, NUL bytes) break the ``encoding`` rule (default policy) and are quarantined here with
+their line number; every row of an id that occurs more than once in the file breaks
+``unique:<id>`` (policy `scoring.duplicate_ids`).
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlops_pipeline.ingest import BadLine, bad_line
+from mlops_pipeline.ingest import BadLine
 from mlops_pipeline.rules import (
     DECODE_ERROR_COLUMN,
     ENCODING_RULE,
@@ -52,9 +50,20 @@ from mlops_pipeline.rules import (
     arrow_path_applies,
     check_arrow,
     check_rows,
-    id_hashes,
-    required_columns,
     with_row_ids,
+)
+from mlops_pipeline.scoring_inputs import (
+    READ_ERRORS,
+    LineScan,
+    ScoringRejected,
+    UnreadableInput,
+    check_columns,
+    duplicate_ids,
+    guard_reads,
+    input_columns,
+    iter_batches,
+    parquet_batches,
+    scan_csv_lines,
 )
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.targets import proba_columns
@@ -64,37 +73,6 @@ _T = TypeVar("_T")
 
 REASONS_COLUMN = "_reasons"
 PREDICTION = "prediction"
-
-
-class ScoringRejected(ValueError):
-    """Input that cannot be scored as the spec says (missing columns, a `fail` rule broken)."""
-
-
-class UnreadableInput(ScoringRejected):
-    """An input file that cannot be parsed at all (rule `readable`); `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"cannot be read (rule readable): {reason}")
-
-
-# What reading a malformed file raises in Arrow and pandas (a truncated Parquet footer, a CSV row
-# of the wrong width, a block that is not UTF-8...): turned into UnreadableInput where files are read.
-_READ_ERRORS = (
-    pa.ArrowException,
-    OSError,
-    UnicodeDecodeError,
-    pd.errors.ParserError,
-    pd.errors.EmptyDataError,
-)
-
-
-def _guarded(items: Iterator[_T]) -> Iterator[_T]:
-    """`items`, with a reading error raised as UnreadableInput."""
-    try:
-        yield from items
-    except _READ_ERRORS as exc:
-        raise UnreadableInput(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -149,14 +127,6 @@ class ScoreStats:
     def from_dict(cls, data: dict[str, Any]) -> ScoreStats:
         """Inverse of :meth:`to_dict`."""
         return cls(**data)
-
-
-def check_columns(columns: list[str], spec: ModelSpec, source: str) -> None:
-    """Refuse a file that lacks columns the model needs (policy: `validation.schema_policy`)."""
-    if missing := [name for name in required_columns(spec) if name not in columns]:
-        raise ScoringRejected(
-            f"{source} lacks column(s) {missing} that model {spec.name} needs; it has {sorted(columns)}"
-        )
 
 
 def _arrow_features(
@@ -268,79 +238,8 @@ def _arrow_batches(
     """The file's rows as checked Arrow batches, categories read dictionary-encoded (no per-row text)."""
     texts = [name for name, f in spec.features.items() if f.type == "category"]
     read_dictionary = [name for name in texts if pa.types.is_string(schema.field(name).type)]
-    for batch in _guarded(_parquet_batches(path, batch_rows, read_dictionary)):
+    for batch in guard_reads(parquet_batches(path, batch_rows, read_dictionary)):
         yield _Batch(batch, spec, schema, duplicate_ids)
-
-
-def duplicate_ids(path: Path, fmt: str, spec: ModelSpec, batch_rows: int) -> RepeatedIds:
-    """The ids that occur more than once in the file, read as the batches read them.
-
-    Streams the id column alone (a derived id needs the features: those are read batch by batch),
-    keeping 8 bytes of hash per row.
-    """
-    chunks: list[np.ndarray] = []
-    if spec.derived_row_id or fmt != "parquet":
-        for frame in iter_batches(path, fmt, batch_rows):
-            chunks.append(id_hashes(with_row_ids(frame, spec)[spec.id_column]))
-    else:
-        parquet = pq.ParquetFile(path, pre_buffer=False)
-        for batch in _guarded(
-            parquet.iter_batches(batch_size=batch_rows, columns=[spec.id_column], use_threads=False)
-        ):
-            chunks.append(id_hashes(batch.column(0).to_pandas()))
-    return RepeatedIds.of(chunks)
-
-
-@dataclass(frozen=True)
-class LineScan:
-    """A CSV input's undecodable lines, and the copy of it that is read instead (None: read the file)."""
-
-    bad_lines: list[BadLine]
-    readable_copy: Path | None
-
-
-def _is_clean_text_file(path: Path) -> bool:
-    """Whether the file is UTF-8 text without NUL bytes, checked in 1 MiB blocks (bounded memory)."""
-    import codecs
-
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            if b"\x00" in block:
-                return False
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError:
-                return False
-    try:
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def scan_csv_lines(path: Path, copy: Path, keep_bad: bool) -> LineScan:
-    """Find the lines of a CSV input that are not UTF-8 text (or hold NUL bytes), streaming.
-
-    When there are any, `copy` is written: the file without them (or, with `keep_bad`, with each
-    decoded with U+FFFD for its bad bytes, so that a `warn` policy scores it). A bad header line
-    makes the file unreadable.
-    """
-    if _is_clean_text_file(path):
-        return LineScan([], None)
-    bad: list[BadLine] = []
-    with path.open("rb") as source, copy.open("wb") as sink:
-        for number, raw in enumerate(source, start=1):
-            line = bad_line(number, raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw)
-            if line is None:
-                sink.write(raw)
-                continue
-            if number == 1:
-                raise UnreadableInput(f"its header line is not CSV text ({line.detail})")
-            bad.append(line)
-            if keep_bad:
-                sink.write(line.text.encode() + raw[len(raw.rstrip(b"\r\n")) :])
-    return LineScan(bad, copy)
 
 
 def _bad_line_rows(bad: list[BadLine], names: list[str], spec: ModelSpec, source: str) -> pa.Table:
@@ -369,73 +268,6 @@ def _aligned(table: pa.Table, schema: pa.Schema) -> pa.Table:
         for field in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema) if columns else table
-
-
-def input_columns(path: Path, fmt: str) -> list[str]:
-    """The column names of an input file, read from its footer (Parquet) or header (CSV).
-
-    Raises UnreadableInput when the file has none (empty, not the format).
-    """
-    try:
-        if fmt == "parquet":
-            return list(pq.ParquetFile(path).schema_arrow.names)
-        from pyarrow import csv
-
-        with csv.open_csv(path) as reader:
-            return list(reader.schema.names)
-    except _READ_ERRORS as exc:
-        empty = " (the file is empty)" if path.stat().st_size == 0 else ""
-        raise UnreadableInput(f"not a readable {fmt} file{empty}: {exc}") from exc
-
-
-def _parquet_batches(
-    path: Path, batch_rows: int, read_dictionary: list[str] | None = None
-) -> Iterator[pa.RecordBatch]:
-    # pre_buffer=False: with pre-buffering, Arrow keeps the raw bytes of every row group read
-    # so far, so memory grew with the file (about its compressed size) instead of the batch.
-    parquet = pq.ParquetFile(path, pre_buffer=False, read_dictionary=read_dictionary)
-    # One thread: decoding one batch's columns in Arrow's pool costs more CPU than it saves time
-    # (and the Arrow path reads on a thread of its own, beside the model's prediction).
-    yield from parquet.iter_batches(batch_size=batch_rows, use_threads=False)
-
-
-def iter_batches(path: Path, fmt: str, batch_rows: int) -> Iterator[pd.DataFrame]:
-    """The file's rows, `batch_rows` at a time, as pandas frames (CSV values stay text).
-
-    Raises UnreadableInput when the file turns out to be malformed on the way.
-    """
-    if fmt == "parquet":
-        for batch in _guarded(_parquet_batches(path, batch_rows)):
-            yield batch.to_pandas()
-        return
-    from pyarrow import csv
-
-    # Text columns, and only an empty field is null (as ingest reads CSV): "n/a", "NA" or "null"
-    # are reported as type errors, not read as missing values and scored.
-    names = input_columns(path, fmt)
-    reader = csv.open_csv(
-        path,
-        read_options=csv.ReadOptions(block_size=1 << 22),
-        convert_options=csv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True, null_values=[""]
-        ),
-    )
-    pending: list[pd.DataFrame] = []
-    pending_rows = 0
-    for batch in _guarded(reader):
-        pending.append(batch.to_pandas())
-        pending_rows += batch.num_rows
-        if pending_rows >= batch_rows:
-            frame = pd.concat(pending, ignore_index=True)
-            # A 4 MiB block can hold many batches: yield them all, keep only the remainder.
-            start = 0
-            while len(frame) - start >= batch_rows:
-                yield frame.iloc[start : start + batch_rows].reset_index(drop=True)
-                start += batch_rows
-            rest = frame.iloc[start:].reset_index(drop=True)
-            pending, pending_rows = ([rest], len(rest)) if len(rest) else ([], 0)
-    if pending_rows:
-        yield pd.concat(pending, ignore_index=True)
 
 
 def _label_type(classes: np.ndarray) -> pa.DataType:
@@ -684,14 +516,14 @@ def score_file(
         # From the file's schema, not its first batch: an empty file lacking columns is refused too.
         try:
             input_schema = pq.read_schema(readable) if fmt == "parquet" else None
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             empty = " (the file is empty)" if readable.stat().st_size == 0 else ""
             raise UnreadableInput(f"not a readable parquet file{empty}: {exc}") from exc
         names = input_schema.names if input_schema is not None else input_columns(readable, fmt)
         check_columns(list(names), spec, str(input_path.name))
         try:
             duplicates = duplicate_ids(readable, fmt, spec, batch_rows)
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise UnreadableInput(str(exc)) from exc
         if scan.bad_lines and encoding_policy == "warn":
             # Kept in the readable copy (decoded with U+FFFD): scored and counted as its batches are read.

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlops_pipeline.devtools import demo_stack, embedded_stack, processes
+from mlops_pipeline.devtools import demo_stack, demo_stack_plan, embedded_stack, processes
 from mlops_pipeline.devtools.airflow_client import AirflowClient
 from mlops_pipeline.devtools.example_data import write_example_data
 from mlops_pipeline.store import LocalStore
@@ -66,7 +66,7 @@ GOOD_RUNS = 6
 class Stack:
     """The running stack and how to reach it."""
 
-    plan: demo_stack.StackPlan
+    plan: demo_stack_plan.StackPlan
     passwords: dict[str, str]
 
 
@@ -85,7 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         passwords = {"admin": processes.generate_password(), "viewer": processes.generate_password()}
         processes.write_passwords_file(layout.passwords_file, passwords)
-        plan = demo_stack.plan_stack(
+        plan = demo_stack_plan.plan_stack(
             layout,
             ports=ports,
             secrets=demo_stack.resolve_secrets(layout.root / "secrets.json"),
@@ -223,7 +223,7 @@ def test_a_burst_of_triggers_gets_no_5xx_and_every_good_run_succeeds(stack: Stac
     print(f"burst: {sum(s == 'success' for s in states.values())} of {len(states)} good runs succeeded")
     assert all(state == "success" for state in states.values()), states
     health = demo_stack.probe_airflow(stack.plan.airflow_url)
-    assert demo_stack.airflow_component_health(health, "airflow-scheduler").healthy
+    assert demo_stack_plan.airflow_component_health(health, "airflow-scheduler").healthy
     assert processes.running_service(stack.plan.layout.state_dir, "airflow-scheduler") == scheduler
 
 
@@ -291,7 +291,7 @@ def test_mlflow_refuses_anonymous_writes_and_nothing_changes(stack: Stack) -> No
 
 def test_the_tasks_sign_in_to_mlflow_as_their_own_user(stack: Stack) -> None:
     env = stack.plan.airflow_env
-    assert env["MLFLOW_TRACKING_USERNAME"] == demo_stack.MLFLOW_PIPELINE_USER
+    assert env["MLFLOW_TRACKING_USERNAME"] == demo_stack_plan.MLFLOW_PIPELINE_USER
     assert env["MLFLOW_TRACKING_PASSWORD"] == stack.plan.secrets["mlflow_pipeline"]
     assert stack.plan.secrets["mlflow_admin"] not in env.values()  # the people's admin stays out
     response = httpx.get(
@@ -346,7 +346,7 @@ def test_every_state_file_is_private(stack: Stack) -> None:
 def test_a_killed_component_is_restarted_and_the_rest_reused(stack: Stack) -> None:
     layout = stack.plan.layout
     victim = processes.running_service(layout.state_dir, "airflow-dag-processor")
-    others = {name: processes.running_service(layout.state_dir, name) for name in demo_stack.SERVICES}
+    others = {name: processes.running_service(layout.state_dir, name) for name in demo_stack_plan.SERVICES}
     assert victim is not None
     os.kill(victim.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -354,7 +354,7 @@ def test_a_killed_component_is_restarted_and_the_rest_reused(stack: Stack) -> No
         time.sleep(0.2)
     status = {s.name: s for s in demo_stack.stack_status(stack.plan)}
     assert not status["airflow-dag-processor"].running
-    assert demo_stack.format_status(status.values()).count("EXITED") == 1
+    assert demo_stack_plan.format_status(status.values()).count("EXITED") == 1
 
     exited = demo_stack.clean_up_exited(layout)  # what `mlops demo` does before it picks ports
     assert [r.pid for r in exited] == [victim.pid]
@@ -366,4 +366,4 @@ def test_a_killed_component_is_restarted_and_the_rest_reused(stack: Stack) -> No
         if name != "airflow-dag-processor":
             assert processes.running_service(layout.state_dir, name) == record
     statuses = demo_stack.stack_status(stack.plan)
-    assert all(s.running for s in statuses), demo_stack.format_status(statuses)
+    assert all(s.running for s in statuses), demo_stack_plan.format_status(statuses)

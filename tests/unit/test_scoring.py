@@ -32,13 +32,12 @@ from mlops_pipeline.scoring import (
     FileResult,
     RunStamp,
     ScoreStats,
-    ScoringRejected,
-    iter_batches,
     model_classes,
     output_schema,
     score_file,
     sha256_file,
 )
+from mlops_pipeline.scoring_inputs import ScoringRejected
 from mlops_pipeline.spec import ModelSpec, load_spec
 from mlops_pipeline.store import LocalStore
 from mlops_pipeline.training import features_frame, train_model
@@ -391,17 +390,6 @@ def test_small_batches_give_the_same_rows_in_more_row_groups(
     assert pq.read_table(one).equals(pq.read_table(many))
     assert pq.read_table(one_q).equals(pq.read_table(many_q))
     assert comparable(whole.stats) == comparable(small.stats)
-
-
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_iter_batches_yields_batch_rows_at_a_time(fmt: str, tmp_path: Path) -> None:
-    frame = ex.churn_scoring_batch(CLEAN_DAY, rows=2_500)
-    source = (write_parquet if fmt == "parquet" else write_csv)(frame, tmp_path / f"in.{fmt}")
-    batches = list(iter_batches(source, fmt, 1_000))
-    assert [len(batch) for batch in batches] == [1_000, 1_000, 500]
-    assert pd.concat(batches)[ex.CHURN_ID_COLUMN].tolist() == frame[ex.CHURN_ID_COLUMN].tolist()
-    if fmt == "csv":
-        assert all(batch[name].dtype == object for batch in batches for name in batch.columns)
 
 
 def test_a_csv_file_gives_the_same_predictions_as_the_parquet_file(

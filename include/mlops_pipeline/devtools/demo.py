@@ -26,7 +26,7 @@ from pathlib import Path
 import pydantic
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from mlops_pipeline.devtools import demo_stack, embedded_stack, processes
+from mlops_pipeline.devtools import demo_stack, demo_stack_plan, embedded_stack, processes
 from mlops_pipeline.devtools.airflow_client import (
     AirflowClient,
     AirflowNotFoundError,
@@ -214,18 +214,18 @@ def ensure_example_data(store_dir: Path) -> str:
     return f"example data: wrote {len(summary.dates)} days of churn batches, the diabetes and the penguins data to {store.root_uri}"
 
 
-def build_plan(project: Path, config: DemoConfig, credentials: Credentials) -> demo_stack.StackPlan:
+def build_plan(project: Path, config: DemoConfig, credentials: Credentials) -> demo_stack_plan.StackPlan:
     """The demo's stack under `<project>/.demo`: ports from the settings, secrets generated once."""
     layout = embedded_stack.StackLayout(project / ".demo")
     demo_stack.private_root(layout.root)
     for record in demo_stack.clean_up_exited(layout):
         say(f"{record.name}: had exited (pid {record.pid}, started {record.started_at}); starting it again")
-    running = [name for name in demo_stack.SERVICES if processes.running_service(layout.state_dir, name)]
+    running = [name for name in demo_stack_plan.SERVICES if processes.running_service(layout.state_dir, name)]
     ports = demo_stack.resolve_ports(
         layout.root / "ports.json", airflow=config.airflow_port, mlflow=config.mlflow_port, running=running
     )
     processes.write_passwords_file(layout.passwords_file, credentials.passwords)
-    return demo_stack.plan_stack(
+    return demo_stack_plan.plan_stack(
         layout,
         ports=ports,
         secrets=demo_stack.resolve_secrets(layout.root / "secrets.json"),
@@ -387,11 +387,11 @@ def status(project: Path) -> int:
         raise DemoError(
             f"the stack in {layout.root} is incomplete ({exc}); `make down`, then `make demo`"
         ) from exc
-    plan = demo_stack.plan_stack(
+    plan = demo_stack_plan.plan_stack(
         layout,
-        ports=demo_stack.StackPorts(
+        ports=demo_stack_plan.StackPorts(
             airflow=_recorded_port(layout, "airflow-api-server", config.airflow_port),
-            mlflow=_recorded_port(layout, demo_stack.MLFLOW, config.mlflow_port),
+            mlflow=_recorded_port(layout, demo_stack_plan.MLFLOW, config.mlflow_port),
             postgres=int(ports["postgres"]),
             worker_log=int(ports["worker_log"]),
             trigger_log=int(ports["trigger_log"]),
@@ -402,7 +402,7 @@ def status(project: Path) -> int:
         passwords_file=layout.passwords_file,
     )
     statuses = demo_stack.stack_status(plan)
-    say(demo_stack.format_status(statuses))
+    say(demo_stack_plan.format_status(statuses))
     say(
         f"Airflow {plan.airflow_url}   MLflow {plan.mlflow_url}   logs in {relative_path(layout.logs_dir, project)}/"
     )

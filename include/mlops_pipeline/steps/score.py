@@ -121,7 +121,8 @@ def stage_scored_input(
     from mlops_pipeline.ingest import UnreadableSourceError, record_unreadable
     from mlops_pipeline.layout import PREDICTIONS, SHADOW, part_key
     from mlops_pipeline.predictions import upload_part
-    from mlops_pipeline.scoring import ScoringRejected, UnreadableInput, score_file, sha256_file
+    from mlops_pipeline.scoring import score_file, sha256_file
+    from mlops_pipeline.scoring_inputs import ScoringRejected, UnreadableInput
 
     assert spec.scoring is not None
     pipeline, stamp = model
