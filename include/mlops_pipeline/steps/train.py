@@ -74,7 +74,7 @@ def validate(spec: ModelSpec, store: ObjectStore, manifest: Snapshot, run: RunIn
     try:
         outcome = validate_frame(read_snapshot_table(store, snapshot), spec)
     except TargetError as exc:  # labels a `warn` policy let through, which the model cannot use
-        raise StepRejected(f"validation of {snapshot.data_uri}: {exc}") from exc
+        raise StepRejected(f"validation of {_described(snapshot)}: {exc}") from exc
     artifacts = publish_validation(outcome, store, spec.name, run.dag_run_id)
     summary: dict[str, Any] = {
         "passed": outcome.passed,
@@ -88,7 +88,7 @@ def validate(spec: ModelSpec, store: ObjectStore, manifest: Snapshot, run: RunIn
     }
     if not outcome.passed:
         raise StepRejected(
-            f"validation of {snapshot.data_uri} failed: {outcome.failure_reason}. "
+            f"validation of {_described(snapshot)} failed: {outcome.failure_reason}. "
             f"Report: {artifacts.summary_uri}; Data Docs: {artifacts.data_docs_uri}"
             + (f"; quarantined rows: {artifacts.quarantine_uri}" if artifacts.quarantine_uri else "")
         )
@@ -102,6 +102,19 @@ def validate(spec: ModelSpec, store: ObjectStore, manifest: Snapshot, run: RunIn
             "columns_with_missing": columns_with_missing(outcome.clean),
         },
     )
+
+
+# Source files named in a refusal; the snapshot's manifest lists every one of them.
+NAMED_SOURCE_FILES = 5
+
+
+def _described(snapshot: SnapshotManifest) -> str:
+    """The snapshot and the source files it was read from, for a refusal an operator can act on."""
+    files = snapshot.source_files
+    named = ", ".join(files[:NAMED_SOURCE_FILES])
+    if len(files) > NAMED_SOURCE_FILES:
+        named += f" and {len(files) - NAMED_SOURCE_FILES} more (listed in the snapshot's manifest)"
+    return f"{snapshot.data_uri} (read from {named})"
 
 
 def _write_split(spec: ModelSpec, store: ObjectStore, run: RunInfo, clean: Any) -> dict[str, Any]:

@@ -86,6 +86,9 @@ def training_defects() -> list[Defect]:
     all_null = clean.assign(monthly_charges=np.nan)
     huge = clean.astype({"monthly_charges": object})
     huge.loc[5, "monthly_charges"] = "x" * 2_000_000
+    # Looks like a number, overflows a float: +inf, which monthly_charges' max refuses.
+    nines = clean.astype({"monthly_charges": object})
+    nines.loc[7, "monthly_charges"] = "9" * 2_000_000
     mixed = _lines(good)
     for number in (11, 12, 13, 14):
         mixed[number - 1] = mixed[number - 1].replace(b",", b";")
@@ -113,6 +116,7 @@ def training_defects() -> list[Defect]:
         ),
         Defect("duplicated_ids", "train", _csv(duplicated), "quarantined", "unique:customer_id"),
         Defect("huge_field", "train", _csv(huge), "quarantined", "type:monthly_charges"),
+        Defect("two_million_nines", "train", _csv(nines), "quarantined", "range:monthly_charges"),
         Defect("mixed_delimiters", "train", b"\n".join(mixed), "quarantined", "not_null:tenure_months"),
         Defect("truncated_csv", "train", good[: len(good) - 40], "quarantined", "not_null:"),
         Defect("bom_crlf", "train", b"\xef\xbb\xbf" + good.replace(b"\n", b"\r\n"), "accepted", ""),

@@ -117,9 +117,10 @@ def test_a_defective_training_file_is_refused_or_quarantined_under_its_rule(
             record = json.loads(store.read_bytes(records[0]))
             assert record["file"].endswith(defect.filename) and record["rule"] == "readable"
             assert store.list(f"raw/churn/ds={day}") == []  # nothing was snapshotted
-        else:  # refused by validation: the message names the snapshot, whose manifest names the file
+        else:  # refused by validation: the message names the snapshot and the file it was read from
             assert result.payload["data_uri"] in result.message
             assert [f.rsplit("/", 1)[1] for f in result.payload["source_files"]] == [defect.filename]
+            assert result.payload["source_files"][0] in result.message
         return
     if defect.outcome == "accepted":
         assert (result.payload["rows"], result.payload["clean_rows"]) == (800, 800)
