@@ -5,8 +5,11 @@
 Generates `--rows` rows of the churn example schema (`example_data.churn_batch` of the example's
 minor-defect day: 1% of the rows carry one defect each, so the quarantine path runs) into one
 landing day as one CSV file, where the churn spec's `source.uri` points, in a file store
-(`LocalStore`), with MLflow on a local SQLite database and artifact folder (created before the
-timings, so no step pays MLflow's schema migration). Then it measures in the same run:
+(`LocalStore`), with a local MLflow tracking server (`mlflow server` on 127.0.0.1, a SQLite
+database and an artifact folder, started before the timings and stopped after): the steps talk
+to it over HTTP, as Airflow's tasks talk to the demo's and the compose stack's MLflow server (an
+in-process SQLite store would make every step import and check MLflow's SQL schema, which no task
+does). Then it measures in the same run:
 
 * **pipeline** (`pipeline_s`): the bodies of the `churn__train` tasks `ingest`, `validate`,
   `train` and `evaluate` (`steps.train.*`, the functions the DAG's tasks call, with a one-day
@@ -92,12 +95,43 @@ def write_data(workdir: Path, rows: int) -> None:
     pq.write_table(pa.Table.from_pandas(typed, preserve_index=False), workdir / "typed.parquet")
 
 
-def prepare_mlflow(workdir: Path) -> None:
-    """Create the SQLite tracking database and the experiment before any timing."""
-    import mlflow
+def start_mlflow(workdir: Path) -> str:
+    """Start the local MLflow server (`embedded_stack.mlflow_server_command`, as the demo runs it
+    but without login) and create the experiment; its tracking URI."""
+    from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    mlflow.create_experiment("churn", artifact_location=(workdir / "artifacts").as_uri())
+    from mlops_pipeline.devtools import embedded_stack, processes
+
+    port = processes.find_free_port()
+    record = processes.start_service(
+        "mlflow",
+        embedded_stack.mlflow_server_command(
+            backend_store_uri=f"sqlite:///{workdir / 'mlflow.db'}",
+            artifacts_destination=(workdir / "artifacts").as_uri(),
+            port=port,
+        ),
+        env=child_env(workdir),
+        state_dir=workdir / "services",
+        log_file=workdir / "services" / "mlflow.log",
+    )
+    uri = f"http://{embedded_stack.LOCALHOST}:{port}"
+    processes.wait_for_http(f"{uri}/health", timeout=120, records=[record], what="the MLflow server")
+    (workdir / "tracking_uri").write_text(uri)
+    MlflowClient(uri).create_experiment("churn")
+    return uri
+
+
+def stop_mlflow(workdir: Path) -> None:
+    """Stop the server `start_mlflow` started (if it did)."""
+    from mlops_pipeline.devtools import processes
+
+    processes.stop_all(workdir / "services")
+
+
+def _tracking_uri(workdir: Path) -> str:
+    """The MLflow server's URI once `start_mlflow` has written it (before: not needed yet)."""
+    written = workdir / "tracking_uri"
+    return written.read_text() if written.exists() else ""
 
 
 def child_env(workdir: Path) -> dict[str, str]:
@@ -109,7 +143,7 @@ def child_env(workdir: Path) -> dict[str, str]:
         **inherited,
         "PYTHONPYCACHEPREFIX": os.environ.get("PYTHONPYCACHEPREFIX", str(REPO / ".cache/pycache")),
         "MLOPS_STORE_URI": (workdir / "store").as_uri(),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": _tracking_uri(workdir),
         "MLOPS_CODE_VERSION": "bench",
         "GIT_PYTHON_REFRESH": "quiet",
     }
@@ -231,7 +265,7 @@ def main() -> None:
         log(f"generating {args.rows:,} rows into {workdir} ...")
         started = time.perf_counter()
         write_data(workdir, args.rows)
-        prepare_mlflow(workdir)
+        start_mlflow(workdir)
         log(f"setup: {time.perf_counter() - started:.1f} s; load average {os.getloadavg()}")
         pipelines: list[dict[str, Any]] = []
         limits: list[dict[str, Any]] = []
@@ -263,6 +297,7 @@ def main() -> None:
         }
         print(json.dumps(summary) if args.json else json.dumps(summary, indent=2))
     finally:
+        stop_mlflow(workdir)
         if args.keep:
             log(f"kept {workdir}")
         else:
