@@ -33,23 +33,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mlops_pipeline import layout
+from mlops_pipeline.checked_columns import (
+    INTEGER_PATTERN,
+    NUMBER_PATTERN,
+    TEXT_SUFFIX,
+    CheckedColumns,
+    checked_columns,
+    text_column,
+    text_table,
+)
 from mlops_pipeline.rules import DECODE_ERROR_COLUMN, ENCODING_RULE
 from mlops_pipeline.spec import ModelSpec, Policy
 from mlops_pipeline.store import ObjectStore
-from mlops_pipeline.targets import canonical_label_text, canonical_text, typed_target
+from mlops_pipeline.targets import canonical_text, typed_target
 from mlops_pipeline.training import NUMERIC_FEATURE_TYPES, features_frame
 
 log = logging.getLogger(__name__)
 
 REASONS_COLUMN = "_reasons"
-# Text forms accepted for each numeric type (surrounding spaces are tolerated by pandas' parser).
-# ASCII digits only ([0-9], not \d): Python's \d also matches digits of other scripts ("١٢"),
-# which pandas and scikit-learn do not read as numbers; those are `type:` violations.
-_NUMBER_PATTERN = r"^\s*[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*$"
-_INTEGER_PATTERN = r"^\s*[-+]?[0-9]+(?:\.0*)?\s*$"
 _BOOLEAN_VALUES = ["true", "false", "True", "False", "TRUE", "FALSE", "0", "1"]
 # Columns per GX batch (see `run_suite`).
 COLUMNS_PER_BATCH = 3
@@ -58,8 +61,6 @@ COLUMNS_PER_BATCH = 3
 LARGEST_FLOAT = float(np.finfo(np.float64).max)
 # The type rules' regex check: GX's own expectation on a vectorised metric (gx_expectations.py).
 TYPE_REGEX_EXPECTATION = "expect_column_values_to_match_regex_vectorised"
-# Text companions of typed columns in the frame GX sees; never part of the clean output.
-_TEXT_SUFFIX = "__as_text"
 
 
 @dataclass(frozen=True)
@@ -164,10 +165,6 @@ def _snake_to_class(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _text_column(column: str) -> str:
-    return f"{column}{_TEXT_SUFFIX}"
-
-
 def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
     """The suite for `spec`: schema, types, nulls, ranges, allowed values, uniqueness, row count, extras.
 
@@ -221,20 +218,20 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                     default,
                     "expect_column_values_to_be_in_set",
                     {
-                        "column": _text_column(spec.target),
+                        "column": text_column(spec.target),
                         "value_set": [canonical_text(label) for label in spec.target_classes],
                     },
                 )
             )
         else:
             # Without target.classes a classification target holds integer labels (targets.py).
-            target_pattern = _INTEGER_PATTERN if spec.is_classification else _NUMBER_PATTERN
+            target_pattern = INTEGER_PATTERN if spec.is_classification else NUMBER_PATTERN
             rules.append(
                 Rule(
                     f"type:{spec.target}",
                     default,
                     TYPE_REGEX_EXPECTATION,
-                    {"column": _text_column(spec.target), "regex": target_pattern},
+                    {"column": text_column(spec.target), "regex": target_pattern},
                 )
             )
     for name, feature in spec.features.items():
@@ -244,18 +241,18 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
         typed = feature.type in NUMERIC_FEATURE_TYPES
         if not feature.nullable:
             # On the text, so an unparseable value is a `type:` violation, not also a null.
-            column = _text_column(name) if typed else name
+            column = text_column(name) if typed else name
             rules.append(
                 Rule(f"not_null:{name}", policy, "expect_column_values_to_not_be_null", {"column": column})
             )
         if feature.type in ("number", "integer"):
-            pattern = _INTEGER_PATTERN if feature.type == "integer" else _NUMBER_PATTERN
+            pattern = INTEGER_PATTERN if feature.type == "integer" else NUMBER_PATTERN
             rules.append(
                 Rule(
                     f"type:{name}",
                     policy,
                     TYPE_REGEX_EXPECTATION,
-                    {"column": _text_column(name), "regex": pattern},
+                    {"column": text_column(name), "regex": pattern},
                 )
             )
         elif feature.type == "boolean":
@@ -264,7 +261,7 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                     f"type:{name}",
                     policy,
                     "expect_column_values_to_be_in_set",
-                    {"column": _text_column(name), "value_set": _BOOLEAN_VALUES},
+                    {"column": text_column(name), "value_set": _BOOLEAN_VALUES},
                 )
             )
         if feature.type in ("number", "integer") and (feature.min is None or feature.max is None):
@@ -294,7 +291,7 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                 f"not_null:{weights}",
                 default,
                 "expect_column_values_to_not_be_null",
-                {"column": _text_column(weights)},
+                {"column": text_column(weights)},
             )
         )
         rules.append(
@@ -302,7 +299,7 @@ def build_rules(spec: ModelSpec, present_columns: set[str]) -> list[Rule]:
                 f"type:{weights}",
                 default,
                 TYPE_REGEX_EXPECTATION,
-                {"column": _text_column(weights), "regex": _NUMBER_PATTERN},
+                {"column": text_column(weights), "regex": NUMBER_PATTERN},
             )
         )
         rules.append(
@@ -337,115 +334,6 @@ def _finite_rule(name: str, policy: Policy) -> Rule:
     )
 
 
-def text_table(frame: pd.DataFrame | pa.Table) -> pa.Table:
-    """A batch as string columns: a snapshot's table as it is, a frame's values as `str()` gives them."""
-    if isinstance(frame, pa.Table):
-        return frame
-    columns = {
-        str(name): pa.array(
-            [None if pd.isna(value) else str(value) for value in frame[name].astype(object)],
-            type=pa.string(),
-        )
-        for name in frame.columns
-    }
-    return pa.table(columns) if columns else pa.table({})
-
-
-def _categorical(column: pa.ChunkedArray) -> pd.Series:
-    """Text as a pandas Categorical, dictionary-encoded by Arrow (GX hashes and filters it fast)."""
-    encoded = (
-        column.combine_chunks().dictionary_encode()
-        if len(column)
-        else pa.array([], pa.string()).dictionary_encode()
-    )
-    categories = encoded.dictionary.to_numpy(zero_copy_only=False)
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype("int32")
-    return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype=object)))
-
-
-def parse_numbers(column: pa.ChunkedArray) -> np.ndarray:
-    """The text's numbers as pandas' `to_numeric(errors="coerce")` reads them (NaN where it cannot).
-
-    Arrow parses every value that looks like a decimal number (in C++, correctly rounded); pandas
-    parses the rest (the few that do not: "n/a", "inf", "nan", digits of other scripts), so odd
-    values read exactly as before. A value that looks like a number but overflows a float ("1e400")
-    is ±inf, as Python's `float()` reads it (pandas would make it a missing value, which no rule
-    sees): the `finite:` and `range:` rules refuse it.
-    """
-    text = column.combine_chunks() if len(column) else pa.array([], pa.string())
-    looks_numeric = pc.fill_null(pc.match_substring_regex(text, _NUMBER_PATTERN), False)
-    candidates = pc.utf8_trim_whitespace(pc.if_else(looks_numeric, text, pa.scalar(None, pa.string())))
-    try:
-        parsed = pc.cast(candidates, pa.float64()).to_numpy(zero_copy_only=False).astype("float64")
-    except pa.ArrowInvalid:  # a form Arrow does not read: pandas for the whole column
-        parsed = np.full(len(text), np.nan)
-        looks_numeric = pa.array(np.zeros(len(text), dtype=bool))
-    undecided = np.flatnonzero(
-        (~np.asarray(looks_numeric.to_numpy(zero_copy_only=False), dtype=bool) | ~np.isfinite(parsed))
-        & ~np.asarray(text.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    )
-    if len(undecided):
-        values = pd.Series(text.take(pa.array(undecided)).to_pylist(), dtype=object)
-        parsed[undecided] = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
-        # A number too large for a float: ±inf as Python's `float()` reads it (pandas makes it a
-        # missing value, which no rule would see).
-        overflowed = np.asarray(looks_numeric.to_numpy(zero_copy_only=False), dtype=bool)[undecided]
-        for position, value in zip(undecided[overflowed], values[overflowed], strict=True):
-            parsed[position] = float(value)
-    return parsed
-
-
-def _object_text(column: pd.Series) -> pd.Series:
-    """A Categorical text column as str objects (shared, one per category) with None where missing."""
-    return column.astype(object).where(column.notna(), None)
-
-
-@dataclass
-class CheckedColumns:
-    """Every form of the batch's columns that the suite and the clean output use, built once.
-
-    `checked` holds what GX sees under each column's name (numbers parsed, text dictionary-encoded)
-    and, beside typed columns, their raw text (`<name>__as_text`); `numbers` the parsed values.
-    """
-
-    checked: dict[str, pd.Series]
-    numbers: dict[str, np.ndarray]
-    rows: int
-    raw: dict[str, pd.Series]  # each of the batch's own columns as text, in order (dictionary-encoded)
-
-
-def checked_columns(table: pa.Table, spec: ModelSpec) -> CheckedColumns:
-    """The forms GX checks: parsed numbers under the names, text beside typed columns."""
-    checked = {name: _categorical(table.column(name)) for name in table.column_names}
-    raw = dict(checked)
-    numbers: dict[str, np.ndarray] = {}
-    parsed_columns = [
-        name
-        for name in spec.features
-        if name in checked and spec.features[name].type in ("number", "integer")
-    ]
-    weights = spec.training.sample_weight_column
-    if weights is not None and weights in checked:
-        parsed_columns.append(weights)
-    for name in parsed_columns:
-        checked[_text_column(name)] = checked[name]
-        numbers[name] = parse_numbers(table.column(name))
-        checked[name] = pd.Series(numbers[name])
-    for name in spec.features:
-        if name in checked and spec.features[name].type == "boolean":
-            text = _object_text(checked[name])
-            checked[_text_column(name)] = text
-            lowered = text.astype(str).str.strip().str.lower()
-            checked[name] = lowered.map({"true": 1.0, "1": 1.0, "false": 0.0, "0": 0.0})
-    if spec.target in checked:
-        text = checked[spec.target]
-        if spec.target_classes:
-            checked[_text_column(spec.target)] = canonical_label_text(_object_text(text), spec)
-        else:
-            checked[_text_column(spec.target)] = text
-    return CheckedColumns(checked, numbers, table.num_rows, raw)
-
-
 def _gx_context() -> Any:
     # GX logs hundreds of INFO lines (docs decorators, expectation registry) when imported after Airflow.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -476,7 +364,7 @@ def _rule_column(rule: Rule) -> str | None:
     column = rule.kwargs.get("column")
     if rule.name.startswith("schema:") or not isinstance(column, str):
         return None
-    return column.removesuffix(_TEXT_SUFFIX)
+    return column.removesuffix(TEXT_SUFFIX)
 
 
 def _gx_order(rules: list[Rule]) -> list[Rule]:
@@ -522,7 +410,7 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
             frame = pd.DataFrame(columns.checked)
         else:
             names = [
-                name for column in chunk for name in (column, _text_column(column)) if name in columns.checked
+                name for column in chunk for name in (column, text_column(column)) if name in columns.checked
             ]
             frame = pd.DataFrame({name: columns.checked[name] for name in names})
         if frame.shape[1] == 0:
@@ -613,7 +501,7 @@ def _clean_columns(columns: CheckedColumns, kept_rows: np.ndarray, spec: ModelSp
         if name in columns.numbers:
             inputs[name] = columns.numbers[name][kept_rows]  # parsed once, in `checked_columns`
         else:
-            text = columns.checked[_text_column(name) if feature.type == "boolean" else name]
+            text = columns.checked[text_column(name) if feature.type == "boolean" else name]
             inputs[name] = _nan_text(text.iloc[kept_rows])
     typed = features_frame(pd.DataFrame(inputs), spec)
     typed.insert(0, spec.id_column, _nan_text(columns.checked[spec.id_column].iloc[kept_rows]).astype(str))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_pipeline import validation
+from mlops_pipeline import checked_columns
 from mlops_pipeline.devtools import example_data
 from mlops_pipeline.spec import ModelSpec, load_spec
 from mlops_pipeline.validation import REASONS_COLUMN, ValidationOutcome, validate_frame
@@ -258,7 +258,7 @@ def test_the_vectorised_regex_is_pythons_on_every_value() -> None:
     from mlops_pipeline.gx_expectations import regex_matches
 
     values = pd.Series([*NUMBER_TEXTS, "١٢٣", " \xa012", "12\u2003", "12\n"], dtype=object)
-    for pattern in (validation._NUMBER_PATTERN, validation._INTEGER_PATTERN):
+    for pattern in (checked_columns.NUMBER_PATTERN, checked_columns.INTEGER_PATTERN):
         expected = [re.search(pattern, value) is not None for value in values]
         assert regex_matches(values, pattern).tolist() == expected
         assert regex_matches(values.astype("category"), pattern).tolist() == expected
