@@ -334,7 +334,9 @@ def score_dag(spec: ModelSpec) -> DAG:
             context = get_current_context()
             context["input_key"] = item["key"]  # type: ignore[typeddict-unknown-key]
             with rejections_fail_the_task():
-                return steps.score(spec, task_store(), plan, item, run_info(context))
+                return steps.score(
+                    spec, task_store(), plan, item, run_info(context), attempt=context["ti"].try_number
+                )
 
         @task(outlets=[predictions_asset(spec.name)])
         def publish(plan: ScorePlan, results: list[ScoredInput]) -> Published:

@@ -10,6 +10,7 @@ predictions/<model>/ds=<ds>/               _manifest.json (published last), _man
 predictions_shadow/<model>/ds=<ds>/        the same for the challenger's shadow scoring
 monitoring/<model>/windows|triggers/<end>.json   window verdicts (replaced on rerun); retraining triggers (create-only)
 registry/<model>/history/<sequence>.json   promotion history (create-only)
+registry/<model>/promotions/<run>-v<version>.json   one run's promotion, claimed before the alias moves (create-only)
 ```
 `<run>` is `run_segment(run id)`: the Airflow run id made safe for keys plus a hash of the exact
 id, so the UI plugin can find a run's reports from the run id alone, even when the task that
@@ -178,9 +179,12 @@ def staging_prefix(area: str, model: str, ds: str, token: str) -> str:
     return f"{staging_root(area, model, ds)}/{safe_segment(token)}"
 
 
-def part_key(area: str, model: str, ds: str, token: str, index: int) -> str:
-    """The staged part for the input file at `index` (inputs sorted by key)."""
-    return f"{staging_prefix(area, model, ds, token)}/part-{index:05d}.parquet"
+def part_key(area: str, model: str, ds: str, token: str, index: int, attempt: int = 1) -> str:
+    """The staged part for the input file at `index` (inputs sorted by key), written by the
+    `attempt`-th try of its task: a retry stages apart from what a killed try may have left (or, if
+    it is not dead after all, may still write), so the manifest names only the retry's file."""
+    suffix = "" if attempt <= 1 else f"-try{attempt}"
+    return f"{staging_prefix(area, model, ds, token)}/part-{index:05d}{suffix}.parquet"
 
 
 # --- monitoring decisions and the promotion history -----------------------------------------------
@@ -214,6 +218,12 @@ def promotion_history_prefix(model: str) -> str:
 def promotion_record_key(model: str, sequence: int) -> str:
     """The `sequence`-th record of a model's promotion history."""
     return f"{promotion_history_prefix(model)}/{sequence:06d}.json"
+
+
+def promotion_claim_key(model: str, run_id: str, version: str) -> str:
+    """One run's promotion of `version` as its first attempt saw it (create-only: `registry.promote`),
+    so that a retry of the run moves nothing twice. Not under the history prefix: it is no move."""
+    return f"registry/{model}/promotions/{run_segment(run_id)}-v{safe_segment(version)}.json"
 
 
 # --- source files that could not be read ------------------------------------------------------------

@@ -5,7 +5,12 @@ writes its part files under a staging prefix of its own, `…/ds=<date>/_runs/<t
 them, and then publishes **last**:
 
 1. `…/_manifests/<generation>.json` with a create-only write (S3 `IfNoneMatch="*"`, a hard link
-   on the file store): two runs can never publish the same generation;
+   on the file store): two runs can never publish the same generation. Unless the generation files
+   already hold this publish's own (same run, same staging token, same files): then nothing is
+   written and the publish goes on to step 2 with that generation. So a retry whose earlier attempt
+   wrote its generation but never heard back (the answer lost in an S3 outage, or the attempt died
+   before step 2) publishes no second generation of the same parts; nor does one that finds its
+   earlier attempt's write landing late, in the create-only write's refusal;
 2. `…/_manifest.json`, replaced atomically (a rename on the file store, a PUT on S3), and set
    forward to the newest generation if an overlapping publish wrote a newer one meanwhile.
 
@@ -128,7 +133,11 @@ def publish_partition(
         )
     for part in parts:
         _check_part(store, part, schema)
-    generation = len(_generations(store, area, model, ds)) + 1
+    files = [asdict(part) for part in sorted(parts, key=lambda p: p.key)]
+    generations = _generations(store, area, model, ds)
+    if (own := _own_generation(store, generations, details, files)) is not None:
+        return _finish_own(store, area, model, ds, *own)
+    generation = len(generations) + 1
     manifest = {
         **details,
         "area": area,
@@ -136,17 +145,58 @@ def publish_partition(
         "ds": ds,
         "generation": generation,
         "rows": rows,
-        "files": [asdict(part) for part in sorted(parts, key=lambda p: p.key)],
+        "files": files,
         "schema": [f"{field.name}: {field.type}" for field in schema],
     }
     data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
     prefix = partition_prefix(area, model, ds)
+    key = generation_key(area, model, ds, generation)
     try:
-        store.create_only(generation_key(area, model, ds, generation), data)
+        store.create_only(key, data)
     except ObjectExistsError as exc:
+        # Our own earlier attempt's write may be the one that got there first (S3 carried out a
+        # timed-out PUT after all): then this generation is ours, and only step 2 is left.
+        if (own := _own_generation(store, [key], details, files)) is not None:
+            return _finish_own(store, area, model, ds, *own)
         raise PublishError(
             f"{prefix}: another run published generation {generation} at the same time"
         ) from exc
+    _point_readers_at(store, area, model, ds, generation, data)
+    return manifest
+
+
+def _own_generation(
+    store: ObjectStore, keys: list[str], details: dict[str, Any], files: list[dict[str, Any]]
+) -> tuple[dict[str, Any], bytes] | None:
+    """The generation among `keys` that this publish wrote already (an earlier attempt of it): the
+    same run and staging token (unique per `plan`) naming the same files; None if there is none.
+
+    Newest first, since a retry's own generation is normally the newest one. Every generation of
+    the partition is read when none is ours: one small GET per earlier publish of the day.
+    """
+    for key in reversed(keys):
+        data = store.read_bytes(key)
+        existing = json.loads(data)
+        if (
+            existing.get("run_id") == details.get("run_id")
+            and existing.get("token") == details.get("token")
+            and existing.get("files") == files
+        ):
+            return dict(existing), data
+    return None
+
+
+def _finish_own(
+    store: ObjectStore, area: str, model: str, ds: str, manifest: dict[str, Any], data: bytes
+) -> dict[str, Any]:
+    """Step 2 for a generation this publish wrote in an earlier attempt; its manifest.
+
+    Readers are pointed at it, or straight at a newer generation if an overlapping publish wrote
+    one since: its files may be gone already (kept are those of the last two generations).
+    """
+    generation = int(manifest["generation"])
+    if (newest := _newest_generation(store, area, model, ds)) > generation:
+        generation, data = newest, store.read_bytes(generation_key(area, model, ds, newest))
     _point_readers_at(store, area, model, ds, generation, data)
     return manifest
 

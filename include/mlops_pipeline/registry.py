@@ -3,7 +3,8 @@
 Aliases, not stages (stages are deprecated in MLflow 3): `challenger` marks the newest version
 that passed its gates, `champion` the one being served. Every move of `champion` is appended to a
 promotion history in the object store (one create-only object per event, so the history is
-append-only even on S3) and mirrored as tags on the model version.
+append-only even on S3) and mirrored as tags on the model version. A promotion is claimed per DAG
+run before the alias moves, so a retried promote task (its worker died) moves and records it once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 import yaml
 
 from mlops_pipeline import layout
+from mlops_pipeline.faults import pause_point
 from mlops_pipeline.ingest import SnapshotManifest
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.store import ObjectExistsError, ObjectStore
@@ -468,7 +470,17 @@ def register_candidate(
     gate_report_uri: str,
     extra_tags: dict[str, str],
 ) -> ModelVersion:
-    """Register a candidate that passed its gates and point `challenger` at it."""
+    """Register a candidate that passed its gates and point `challenger` at it; once per training run.
+
+    A retry registers nothing twice: an attempt whose `create_model_version` reached MLflow but
+    whose answer was lost (a timeout while the server was stalled, a worker that died) left a
+    version for the candidate's run, which the retry finds and reuses. A create that MLflow carries
+    out late (it queued the timed-out request and processed it on resuming) can still add a second
+    version next to this attempt's; after creating, the run's versions are looked up again and only
+    the lowest one is kept, the others deleted. Every attempt keeps the lowest, so however the
+    creates interleave they agree on one version, and no other attempt can have promoted a higher
+    one (promotion follows a successful register, which returns the lowest).
+    """
     import mlflow
 
     try:
@@ -484,15 +496,38 @@ def register_candidate(
         "training_run_id": candidate.run_id,
         **extra_tags,
     }
-    version = client.create_model_version(
-        name=spec.name,
-        source=candidate.model_uri,
-        run_id=candidate.run_id,
-        model_id=candidate.model_id,
-        tags=tags,
-    )
-    client.set_registered_model_alias(spec.name, CHALLENGER, version.version)
-    return client.get_model_version(spec.name, version.version)
+    versions = versions_of_run(client, spec.name, candidate.run_id)
+    if not versions:
+        client.create_model_version(
+            name=spec.name,
+            source=candidate.model_uri,
+            run_id=candidate.run_id,
+            model_id=candidate.model_id,
+            tags=tags,
+        )
+        versions = versions_of_run(client, spec.name, candidate.run_id)
+    if not versions:  # the create answered, so the version exists: the search must see it
+        raise RegistryError(f"{spec.name}: the version just created for run {candidate.run_id} is not found")
+    kept, *extra = versions
+    for duplicate in extra:
+        client.delete_model_version(spec.name, duplicate.version)
+    # A reused version was created by an earlier attempt with the same tags in the same request;
+    # set only what differs (nothing, unless the earlier attempt was given other extra tags).
+    for key, value in tags.items():
+        if kept.tags.get(key) != value:
+            client.set_model_version_tag(spec.name, kept.version, key, value)
+    client.set_registered_model_alias(spec.name, CHALLENGER, kept.version)
+    return client.get_model_version(spec.name, kept.version)
+
+
+def versions_of_run(client: MlflowClient, model: str, run_id: str) -> list[ModelVersion]:
+    """The versions of `model` registered from training run `run_id`, lowest version first.
+
+    (Neither needs quoting in the filter: model names are lowercase identifiers (the spec checks
+    them) and MLflow run ids are hex.)
+    """
+    found = client.search_model_versions(f"name = '{model}' AND run_id = '{run_id}'")
+    return sorted(found, key=lambda version: int(version.version))
 
 
 @dataclass(frozen=True)
@@ -537,12 +572,31 @@ def _append_history(store: ObjectStore, record: PromotionRecord) -> str:
     raise RegistryError(f"could not append to the promotion history of {record.model}: too much contention")
 
 
-def _move_champion(client: MlflowClient, store: ObjectStore, record: PromotionRecord) -> PromotionRecord:
-    client.set_registered_model_alias(record.model, CHAMPION, record.to_version)
+def _move_champion(
+    client: MlflowClient, store: ObjectStore, record: PromotionRecord, *, already_there: bool = False
+) -> PromotionRecord:
+    """Point `champion` at the record's version (unless `already_there`), tag it, append the record."""
+    if not already_there:
+        client.set_registered_model_alias(record.model, CHAMPION, record.to_version)
+    # The process-death test kills a promotion here: the alias moved, no record yet.
+    pause_point(f"{record.action}_alias_moved")
     client.set_model_version_tag(record.model, record.to_version, f"{record.action}d_at", record.at)
     client.set_model_version_tag(record.model, record.to_version, f"{record.action}d_by", record.actor)
     _append_history(store, record)
     return record
+
+
+def _recorded(store: ObjectStore, claimed: PromotionRecord) -> PromotionRecord | None:
+    """The history's record of the promotion `claimed` (same run, version and claim time), if any."""
+    for record in promotion_history(store, claimed.model):
+        if (record.action, record.dag_run_id, record.to_version, record.at) == (
+            claimed.action,
+            claimed.dag_run_id,
+            claimed.to_version,
+            claimed.at,
+        ):
+            return record
+    return None
 
 
 def promote(
@@ -555,7 +609,18 @@ def promote(
     at: str,
     reason: str = "passed its gates",
 ) -> PromotionRecord:
-    """Point `champion` at `version` and record who, when and why."""
+    """Point `champion` at `version` and record who, when and why; once per DAG run.
+
+    Idempotent per (`dag_run_id`, version), so that a retry of a promote task whose worker died
+    mid-way neither moves the alias twice nor writes a second history record. Before the alias
+    moves, the promotion is claimed with a create-only record (`layout.promotion_claim_key`)
+    holding the champion it replaces; a retry finds the claim and carries on from it:
+
+    - history record already written: nothing is done, the recorded promotion is returned;
+    - alias moved but no record yet: the alias is left alone (it points at `version`) and the
+      record is written with the champion of *before* the move (from the claim, not the alias);
+    - nothing moved yet: the promotion is done as the first attempt would have done it.
+    """
     if version.tags.get("gates_passed") != "true":
         raise RegistryError(f"{version.name} v{version.version} did not pass its gates; refusing to promote")
     current = alias_version(client, version.name, CHAMPION)
@@ -571,7 +636,16 @@ def promote(
         gate_report_uri=version.tags.get("gate_report_uri"),
         data_sha256=version.tags.get("data_sha256"),
     )
-    return _move_champion(client, store, record)
+    claim_key = layout.promotion_claim_key(record.model, dag_run_id, record.to_version)
+    try:
+        store.create_only(claim_key, record.to_json())
+    except ObjectExistsError:
+        # A retry: the first attempt's view of the move is the one to record.
+        record = PromotionRecord(**json.loads(store.read_bytes(claim_key)))
+        if (recorded := _recorded(store, record)) is not None:
+            return recorded
+    already_there = current is not None and str(current.version) == record.to_version
+    return _move_champion(client, store, record, already_there=already_there)
 
 
 def _existing_version(client: MlflowClient, model: str, version: str) -> ModelVersion:

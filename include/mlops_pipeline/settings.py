@@ -11,8 +11,9 @@ Four small classes, because their readers differ in what they may require and ho
 * :class:`DemoSettings`: what a person sets for `mlops demo` / `mlops stack`, from the environment
   and the project's `.env` file.
 
-Fault injection (:func:`fault_point`) is read on every call: tests switch it on and off within one
-process. Every variable is documented in `.env.example` except that test-only one.
+Fault injection (:func:`fault_point`, and the pauses of `faults.pause_point`) is read on every
+call: tests switch it on and off within one process. Every variable is documented in
+`.env.example` except those two test-only ones.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FAULT_POINT_VAR = "MLOPS_FAULT_POINT"
+FAULT_PAUSE_VAR = "MLOPS_FAULT_PAUSE"
 WORKER_NAME_VAR = "MLOPS_WORKER_NAME"
 
 
@@ -108,6 +110,15 @@ class S3Settings(BaseSettings):
     region: str | None = Field(
         default=None, validation_alias=AliasChoices("AWS_DEFAULT_REGION", "AWS_REGION")
     )
+    # botocore waits 60 s to connect and 60 s for each read, per attempt, and cannot be told
+    # otherwise through the environment (AWS_MAX_ATTEMPTS and AWS_RETRY_MODE it does read).
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        validation_alias="MLOPS_S3_TIMEOUT",
+        description="Seconds an S3 request waits to connect, and for each read, before it fails (and is retried).",
+    )
 
 
 class FaultSettings(BaseSettings):
@@ -116,11 +127,17 @@ class FaultSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
 
     fault_point: str | None = Field(default=None, validation_alias=FAULT_POINT_VAR)
+    fault_pause: str | None = Field(default=None, validation_alias=FAULT_PAUSE_VAR)
 
 
 def fault_point_requested() -> str | None:
     """The fault point the environment asks for now (read on every call)."""
     return FaultSettings().fault_point
+
+
+def fault_pause_requested() -> str | None:
+    """The pause point the environment asks for now (read on every call; see `faults.pause_point`)."""
+    return FaultSettings().fault_pause
 
 
 class WorkerSettings(BaseSettings):

@@ -302,7 +302,8 @@ class S3Store:
 
 
 def s3_client_kwargs_from_env(endpoint_url: str | None = None) -> dict[str, Any]:
-    """boto3 client settings: the given or configured endpoint; credentials from the standard AWS chain."""
+    """boto3 client settings: the given or configured endpoint, the configured timeout
+    (`MLOPS_S3_TIMEOUT`); credentials and retries (`AWS_MAX_ATTEMPTS`) from the standard AWS chain."""
     from mlops_pipeline.settings import S3Settings
 
     configured = S3Settings()
@@ -312,6 +313,12 @@ def s3_client_kwargs_from_env(endpoint_url: str | None = None) -> dict[str, Any]
         kwargs["endpoint_url"] = endpoint
     if configured.region:
         kwargs["region_name"] = configured.region
+    if configured.timeout is not None:
+        from botocore.config import Config
+
+        # A stalled S3 server answers nothing: without this, each call of a task waits up to
+        # 60 s per attempt (botocore's default) before its retries and then the task's can start.
+        kwargs["config"] = Config(connect_timeout=configured.timeout, read_timeout=configured.timeout)
     return kwargs
 
 

@@ -79,10 +79,27 @@ def test_partition_keys_nest_under_their_partition() -> None:
         assert key.startswith(prefix + "/")
     assert layout.generation_key(area, model, ds, 3).endswith("/_manifests/000003.json")
     assert layout.part_key(area, model, ds, "run:1", 7) == f"{prefix}/_runs/run_1/part-00007.parquet"
+    # A retry's part is its own file in the run's folder, beside whatever its killed try left.
+    assert layout.part_key(area, model, ds, "run:1", 7, attempt=1) == layout.part_key(
+        area, model, ds, "run:1", 7
+    )
+    assert (
+        layout.part_key(area, model, ds, "run:1", 7, attempt=2)
+        == f"{prefix}/_runs/run_1/part-00007-try2.parquet"
+    )
     assert not layout.partition_prefix(layout.SHADOW, model, ds).startswith(prefix)
     days = [layout.partition_prefix(area, model, f"2026-03-{d:02d}") for d in (1, 10, 11)]
     for first, second in itertools.permutations(days, 2):
         assert not second.startswith(first + "/")
+
+
+def test_a_promotion_claim_is_per_run_and_version_and_outside_the_history() -> None:
+    """The claim of one run's promotion is no history record, and runs that read alike claim apart."""
+    key = layout.promotion_claim_key("churn", "manual__2026-03-01T00:00:00+00:00", "3")
+    assert not key.startswith(layout.promotion_history_prefix("churn") + "/")
+    assert key.endswith("-v3.json")
+    assert key != layout.promotion_claim_key("churn", "manual__2026-03-01T00_00_00_00_00", "3")
+    assert key != layout.promotion_claim_key("churn", "manual__2026-03-01T00:00:00+00:00", "4")
 
 
 def test_snapshots_are_content_addressed_per_day() -> None:

@@ -327,6 +327,143 @@ def test_a_generation_file_already_present_is_never_overwritten(store: ObjectSto
     assert store.read_bytes(f"{prefix}/_manifests/000001.json") == b'{"files": []}'
 
 
+# --- retries of one publish: one generation per run's staged parts --------------------------------
+
+
+class LostAnswer(ConnectionError):
+    """The store carried the write out (or will), but the answer never reached the publisher."""
+
+
+class AttemptDied(BaseException):
+    """Stands for the end of a task attempt (killed worker): nothing after it runs."""
+
+
+def publish_attempt(store: ObjectStore, parts: list[PartFile], token: str) -> dict[str, Any]:
+    """One attempt of the `publish` task of the run whose `plan` staged `parts` under `token`."""
+    return publish_partition(
+        store,
+        PREDICTIONS,
+        MODEL,
+        DS,
+        parts,
+        expected_rows=sum(part.rows for part in parts),
+        schema=SCHEMA,
+        details={"model_version": "3", "run_id": RUN_ID, "token": token},
+    )
+
+
+def generation_files(store: ObjectStore) -> list[str]:
+    return store.list(f"{partition_prefix(PREDICTIONS, MODEL, DS)}/_manifests")
+
+
+class AnswerLostStore(RacingStore):
+    """A real store whose generation write lands, but whose answer is lost (`LostAnswer`)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner, None)
+
+    def create_only(self, key: str, data: bytes) -> None:
+        self._inner.create_only(key, data)
+        if "/_manifests/" in key:
+            raise LostAnswer("read timed out")
+
+
+class DiesBeforeReadersStore(AnswerLostStore):
+    """A real store through which the attempt dies after step 1, before `_manifest.json` is written."""
+
+    def create_only(self, key: str, data: bytes) -> None:
+        self._inner.create_only(key, data)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if key.endswith(f"/{MANIFEST}"):
+            raise AttemptDied("killed between the generation file and the manifest")
+        self._inner.write_bytes(key, data)
+
+
+class InFlightStore(AnswerLostStore):
+    """A store that stalls: the generation write is held in flight (not yet carried out) and the
+    attempt times out; `land()` then carries it out late, as S3 does with a queued request."""
+
+    def create_only(self, key: str, data: bytes) -> None:
+        if "/_manifests/" in key:
+            self.in_flight = (key, data)
+            raise LostAnswer("read timed out")
+        self._inner.create_only(key, data)
+
+    def land(self) -> None:
+        self._inner.create_only(*self.in_flight)
+
+
+def test_a_retry_after_a_lost_answer_to_the_generation_write_publishes_no_second_generation(
+    store: ObjectStore, stager: Stager
+) -> None:
+    rows = [predictions_table(ids("a", 40), 1), predictions_table(ids("b", 25), 2)]
+    parts = stager.stage("run-1-try1", rows)
+    with pytest.raises(LostAnswer):
+        publish_attempt(AnswerLostStore(store), parts, "run-1-try1")  # type: ignore[arg-type]
+    assert len(generation_files(store)) == 1 and read_partition(store, MODEL, DS) is None
+
+    manifest = publish_attempt(store, parts, "run-1-try1")
+    assert manifest["generation"] == 1
+    assert len(generation_files(store)) == 1
+    assert read_manifest(store, PREDICTIONS, MODEL, DS) == manifest
+    assert [entry["key"] for entry in manifest["files"]] == [part.key for part in parts]
+    read = read_partition(store, MODEL, DS)
+    assert read is not None and read.equals(pa.concat_tables(rows))
+
+
+def test_a_retry_after_the_attempt_died_between_the_two_steps_finishes_step_2(
+    store: ObjectStore, stager: Stager
+) -> None:
+    rows = [predictions_table(ids("a", 30), 1)]
+    parts = stager.stage("run-1-try1", rows)
+    with pytest.raises(AttemptDied):
+        publish_attempt(DiesBeforeReadersStore(store), parts, "run-1-try1")  # type: ignore[arg-type]
+    assert len(generation_files(store)) == 1 and read_manifest(store, PREDICTIONS, MODEL, DS) is None
+
+    assert publish_attempt(store, parts, "run-1-try1")["generation"] == 1
+    assert len(generation_files(store)) == 1
+    read = read_partition(store, MODEL, DS)
+    assert read is not None and read.equals(pa.concat_tables(rows))
+
+
+def test_a_retry_that_meets_its_earlier_write_landing_late_takes_that_generation(
+    store: ObjectStore, stager: Stager
+) -> None:
+    """The earlier attempt's write lands after the retry listed the generations and before its own
+    create-only write: the refusal names a generation that is this publish's own, not a rival's."""
+    rows = [predictions_table(ids("a", 30), 1)]
+    parts = stager.stage("run-1-try1", rows)
+    stalled = InFlightStore(store)
+    with pytest.raises(LostAnswer):
+        publish_attempt(stalled, parts, "run-1-try1")  # type: ignore[arg-type]
+    assert generation_files(store) == []
+
+    manifest = publish_attempt(RacingStore(store, stalled.land), parts, "run-1-try1")  # type: ignore[arg-type]
+    assert manifest["generation"] == 1
+    assert len(generation_files(store)) == 1
+    read = read_partition(store, MODEL, DS)
+    assert read is not None and read.equals(pa.concat_tables(rows))
+
+
+def test_a_late_retry_does_not_point_readers_back_at_its_older_generation(
+    store: ObjectStore, stager: Stager
+) -> None:
+    """Generation 1 is the retried run's (its first attempt died before step 2); a rerun published
+    generation 2 meanwhile. The retry recognises generation 1 and leaves readers on generation 2."""
+    mine = stager.stage("run-1-try1", [predictions_table(ids("a", 30), 1)])
+    with pytest.raises(AttemptDied):
+        publish_attempt(DiesBeforeReadersStore(store), mine, "run-1-try1")  # type: ignore[arg-type]
+    rerun_rows = [predictions_table(ids("b", 20), 2)]
+    publish_attempt(store, stager.stage("run-2-try1", rerun_rows), "run-2-try1")
+
+    assert publish_attempt(store, mine, "run-1-try1")["generation"] == 1
+    assert len(generation_files(store)) == 2
+    assert read_manifest(store, PREDICTIONS, MODEL, DS)["generation"] == 2  # type: ignore[index]
+    read = read_partition(store, MODEL, DS)
+    assert read is not None and read.equals(pa.concat_tables(rerun_rows))
+
+
 # --- cleaning staged parts -----------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +64,18 @@ def candidate(client, spec: ModelSpec) -> registry.LoggedCandidate:
 
 
 def register(client, spec: ModelSpec, candidate: registry.LoggedCandidate):
+    """Register `candidate` as the product of a training run of its own (a new MLflow run each
+    call), so that each call adds a version: one training run registers one version only."""
+    return register_run(client, spec, a_training_run(client, candidate))
+
+
+def a_training_run(client, candidate: registry.LoggedCandidate) -> registry.LoggedCandidate:
+    """`candidate`'s model as logged by another training run (a new, empty MLflow run)."""
+    return dataclasses.replace(candidate, run_id=client.create_run(candidate.experiment_id).info.run_id)
+
+
+def register_run(client, spec: ModelSpec, candidate: registry.LoggedCandidate):
+    """Register exactly `candidate` (its own run id), as the `register` task and its retries do."""
     return registry.register_candidate(
         client, spec, candidate, data_sha256="ab" * 32, gate_report_uri="file:///gate.json", extra_tags={}
     )
@@ -206,6 +219,92 @@ def test_a_version_that_failed_its_gates_is_never_promoted(
         registry.promote(client, LocalStore(tmp_path), version, actor="a", dag_run_id="r", at="t")
 
 
+class WorkerDied(BaseException):
+    """Stands for a SIGKILL of the worker: nothing after the point it is raised at runs."""
+
+
+def count_alias_moves(client, monkeypatch) -> list[tuple[str, str, str]]:
+    """Record every `set_registered_model_alias` call the client makes from now on."""
+    calls: list[tuple[str, str, str]] = []
+    real = client.set_registered_model_alias
+
+    def spy(name: str, alias: str, version: str) -> None:
+        calls.append((name, alias, str(version)))
+        real(name, alias, version)
+
+    monkeypatch.setattr(client, "set_registered_model_alias", spy)
+    return calls
+
+
+def test_a_retry_after_the_alias_moved_writes_the_one_record_and_moves_nothing(
+    client, spec: ModelSpec, candidate, tmp_path: Path, monkeypatch
+) -> None:
+    store = LocalStore(tmp_path)
+    before = registry.alias_version(client, spec.name, registry.CHAMPION)
+    version = register(client, spec, candidate)
+    real_append = registry._append_history
+
+    def die(store_: object, record: registry.PromotionRecord) -> str:
+        raise WorkerDied("killed between the alias move and the history record")
+
+    monkeypatch.setattr(registry, "_append_history", die)
+    with pytest.raises(WorkerDied):
+        registry.promote(
+            client, store, version, actor="a", dag_run_id="run-1", at="2026-03-01T00:00:00+00:00"
+        )
+    assert registry.alias_version(client, spec.name, registry.CHAMPION).version == version.version
+    assert registry.promotion_history(store, spec.name) == []
+
+    monkeypatch.setattr(registry, "_append_history", real_append)
+    moves = count_alias_moves(client, monkeypatch)
+    record = registry.promote(
+        client, store, version, actor="a", dag_run_id="run-1", at="2026-03-01T00:00:00+00:00"
+    )
+    # The record names the champion of before the first attempt's move, not the alias as it is now.
+    assert (record.from_version, record.to_version) == (
+        str(before.version) if before else None,
+        str(version.version),
+    )
+    assert registry.promotion_history(store, spec.name) == [record]
+    assert moves == []  # the alias already pointed at the version: not moved a second time
+    assert client.get_model_version(spec.name, version.version).tags["promoted_by"] == "a"
+
+
+def test_a_retry_after_the_record_was_written_returns_it_and_changes_nothing(
+    client, spec: ModelSpec, candidate, tmp_path: Path, monkeypatch
+) -> None:
+    store = LocalStore(tmp_path)
+    previous = register(client, spec, candidate)
+    registry.promote(client, store, previous, actor="a", dag_run_id="run-0", at="2026-03-01")
+    version = register(client, spec, candidate)
+    first = registry.promote(client, store, version, actor="b", dag_run_id="run-1", at="2026-03-02")
+    # The champion moves on (a rollback) before a late retry of run-1's promote comes.
+    registry.rollback(
+        client, store, spec.name, to_version=None, actor="c", dag_run_id="rb-1", at="2026-03-03", reason="bad"
+    )
+    moves = count_alias_moves(client, monkeypatch)
+    again = registry.promote(client, store, version, actor="b", dag_run_id="run-1", at="2026-03-02")
+    assert again == first
+    assert moves == []
+    assert registry.alias_version(client, spec.name, registry.CHAMPION).version == previous.version
+    history = registry.promotion_history(store, spec.name)
+    assert [(r.action, r.dag_run_id) for r in history] == [
+        ("promote", "run-0"),
+        ("promote", "run-1"),
+        ("rollback", "rb-1"),
+    ]
+
+
+def test_another_run_promoting_the_same_version_is_its_own_promotion(
+    client, spec: ModelSpec, candidate, tmp_path: Path
+) -> None:
+    store = LocalStore(tmp_path)
+    version = register(client, spec, candidate)
+    registry.promote(client, store, version, actor="a", dag_run_id="run-1", at="2026-03-01")
+    registry.promote(client, store, version, actor="a", dag_run_id="run-2", at="2026-03-02")
+    assert [r.dag_run_id for r in registry.promotion_history(store, spec.name)] == ["run-1", "run-2"]
+
+
 def test_history_appends_are_create_only(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     record = registry.PromotionRecord("promote", "m", None, "1", "a", "r", "t", "why", None, None)
@@ -293,3 +392,82 @@ def test_every_search_candidate_is_a_child_run_and_the_best_one_is_logged(client
     assert parent.data.params["estimator.alpha"] == str(best.params["alpha"])
     assert {run.data.metrics["rank"] for run in children} == {1.0, 2.0}
     assert all(f"cv_{searched.gates.primary_metric}" in run.data.metrics for run in children)
+
+
+# --- register: one version per training run, however often it is retried ----------------------
+
+
+class ClientThrough:
+    """A real MLflow client with one call replaced (the rest passes through)."""
+
+    def __init__(self, inner, **replaced) -> None:
+        self._inner = inner
+        self._replaced = replaced
+
+    def __getattr__(self, name: str):
+        return self._replaced.get(name) or getattr(self._inner, name)
+
+
+def test_a_second_register_of_one_training_run_reuses_its_version(client, spec: ModelSpec, candidate) -> None:
+    run = a_training_run(client, candidate)
+    first = register_run(client, spec, run)
+    again = register_run(client, spec, run)
+    assert again.version == first.version
+    assert [v.version for v in registry.versions_of_run(client, spec.name, run.run_id)] == [first.version]
+    assert registry.alias_version(client, spec.name, registry.CHALLENGER).version == first.version
+
+
+def test_a_retry_after_a_lost_create_answer_finds_the_version_and_creates_none(
+    client, spec: ModelSpec, candidate
+) -> None:
+    """The first attempt's create reached MLflow but its answer was lost (a timeout): the version
+    exists, `challenger` was never moved. The retry takes that version and moves `challenger`."""
+    challenger_before = register(client, spec, candidate)  # an earlier training run's
+    run = a_training_run(client, candidate)
+
+    def create_then_lose_the_answer(**request):
+        client.create_model_version(**request)
+        raise TimeoutError("read timed out")
+
+    with pytest.raises(TimeoutError):
+        register_run(ClientThrough(client, create_model_version=create_then_lose_the_answer), spec, run)
+    (left,) = registry.versions_of_run(client, spec.name, run.run_id)
+    assert registry.alias_version(client, spec.name, registry.CHALLENGER).version == challenger_before.version
+
+    retry = register_run(client, spec, run)
+    assert retry.version == left.version
+    assert [v.version for v in registry.versions_of_run(client, spec.name, run.run_id)] == [left.version]
+    assert registry.alias_version(client, spec.name, registry.CHALLENGER).version == retry.version
+    assert retry.tags["training_run_id"] == run.run_id and retry.tags["gates_passed"] == "true"
+
+
+@pytest.mark.parametrize("late", ["before", "after"])
+def test_a_late_create_of_an_earlier_attempt_leaves_exactly_one_version(
+    client, spec: ModelSpec, candidate, late: str
+) -> None:
+    """MLflow carries out the earlier attempt's timed-out create (it queued the request while it was
+    stalled) just `before` or just `after` the retry's own create, which had found no version: two
+    versions of one run exist for a moment. The lowest is kept, the other deleted."""
+    run = a_training_run(client, candidate)
+    created: list[str] = []
+
+    def create_racing_the_late_one(**request):
+        if late == "before":
+            created.append(client.create_model_version(**request).version)
+        version = client.create_model_version(**request)
+        created.append(version.version)
+        if late == "after":
+            created.append(client.create_model_version(**request).version)
+        return version
+
+    kept = register_run(ClientThrough(client, create_model_version=create_racing_the_late_one), spec, run)
+    assert len(created) == 2 and kept.version == min(created, key=int)
+    assert [v.version for v in registry.versions_of_run(client, spec.name, run.run_id)] == [kept.version]
+    assert registry.alias_version(client, spec.name, registry.CHALLENGER).version == kept.version
+    # A further retry agrees on the same version.
+    assert register_run(client, spec, run).version == kept.version
+
+
+def test_the_versions_of_another_training_run_are_never_reused(client, spec: ModelSpec, candidate) -> None:
+    one, other = a_training_run(client, candidate), a_training_run(client, candidate)
+    assert register_run(client, spec, one).version != register_run(client, spec, other).version

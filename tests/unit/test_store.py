@@ -429,7 +429,7 @@ def test_open_store_refuses_unusable_uris(uri: str, problem: str) -> None:
 
 
 def test_s3_client_kwargs_prefer_the_given_endpoint_then_the_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MLOPS_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION"):
+    for name in ("MLOPS_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "MLOPS_S3_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     assert s3_client_kwargs_from_env() == {}
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
@@ -438,6 +438,31 @@ def test_s3_client_kwargs_prefer_the_given_endpoint_then_the_env(monkeypatch: py
     monkeypatch.setenv("MLOPS_S3_ENDPOINT_URL", "http://env:9000")
     assert s3_client_kwargs_from_env() == {"endpoint_url": "http://env:9000", "region_name": "us-east-2"}
     assert s3_client_kwargs_from_env("http://given:1")["endpoint_url"] == "http://given:1"
+
+
+def test_a_stalled_s3_server_fails_a_call_within_the_configured_timeout(
+    monkeypatch: pytest.MonkeyPatch, aws_env: dict[str, str]
+) -> None:
+    """A server that takes the connection and never answers (as a SIGSTOPped one does: the kernel
+    still accepts) costs `MLOPS_S3_TIMEOUT` per attempt, not botocore's 60 s."""
+    import socket
+    import time
+
+    from botocore.exceptions import ReadTimeoutError
+
+    monkeypatch.setenv("MLOPS_S3_TIMEOUT", "1.5")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # never accepted: connections wait in the backlog, requests unanswered
+        endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        kwargs = s3_client_kwargs_from_env(endpoint)
+        assert kwargs["config"].read_timeout == kwargs["config"].connect_timeout == 1.5
+        store = S3Store(bucket="stalled", client_kwargs=kwargs)
+        started = time.monotonic()
+        with pytest.raises(ReadTimeoutError):
+            store.read_bytes("any/key")
+        assert time.monotonic() - started < 2 * 1.5 + 5  # two attempts and botocore's short backoff
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,7 @@ def test_every_offending_row_is_quarantined_with_the_rules_it_broke(spec: ModelS
     assert not set(reasons) & set(outcome.clean["customer_id"])
 
 
-def test_a_number_too_large_for_a_float_or_in_other_digits_is_quarantined_not_read_as_missing(spec: ModelSpec) -> None:
+def test_an_overflowing_or_non_ascii_number_is_quarantined_not_read_as_missing(spec: ModelSpec) -> None:
     # "1e400" and a thousand nines look like numbers (the `type:` regex passes them) but overflow a
     # 64-bit float: read as ±inf, refused by `range:` where both bounds are set, by `finite:` where not.
     half_bounded = spec.model_copy(

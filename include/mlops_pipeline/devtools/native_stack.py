@@ -273,11 +273,41 @@ def native_stack_settings(
         "MLFLOW_ARTIFACTS_DESTINATION": MLFLOW_ARTIFACTS_URI,
         "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
         **LOCAL_S3_CREDENTIALS,
+        # How long a task's call waits on a stalled MLflow or S3 server before it fails (the same
+        # values in docker-compose.yaml). The clients' defaults hang a task for minutes per call
+        # while a server is stopped, paused or cut off (MLflow: 120 s per request, 7 retries with
+        # backoff; botocore: 60 s per read, 3 attempts), with nothing in the task log. With these
+        # a call fails within about half a minute and Airflow's task retries (2, 15 s apart, shown
+        # in the UI) take over; registering and publishing are idempotent for them. Both servers
+        # answer the pipeline's requests in well under a second; 15 s per read still covers the
+        # MLflow server storing an uploaded model in S3 before it answers the upload.
+        # MLflow: one request and one retry, 2 x 15 s (urllib3 does not back off before the first).
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        # S3 (mlops_pipeline.store): botocore's standard retries said outright, 3 attempts x 15 s
+        # plus at most 3 s of backoff.
+        "MLOPS_S3_TIMEOUT": "15",
+        "AWS_RETRY_MODE": "standard",
+        "AWS_MAX_ATTEMPTS": "3",
         # Loading a skops model looks every scipy ufunc up in every loaded module; Airflow's
         # deprecated-import shims (airflow.utils.timezone, ...) answer each lookup with a
         # DeprecatedImportWarning: ~1,160 log lines per model load, 40 s per scoring task on
         # 2 busy cores. Warnings raised from that one skops module are not worth a log line.
         "PYTHONWARNINGS": SKOPS_LOOKUP_WARNINGS,
+        # A task whose worker died (SIGKILL, OOM, lost host) is retried once the scheduler sees its
+        # heartbeat stop: after `task_instance_heartbeat_timeout`, checked every `..._detection_interval`.
+        # Airflow's default of 300 s leaves a dead worker's task "running" for five minutes; the task
+        # supervisor heartbeats every 5 s (`[workers] min_heartbeat_interval`) from its own process,
+        # so 60 s is twelve missed beats: no live task is failed over a slow beat, and a dead one is
+        # retried on another worker within ~70 s (+ retry_delay). The same values in docker-compose.yaml.
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "10",
+        # Not Celery's redelivery: with task_acks_late (the Celery provider's default) a dead worker's
+        # message stays unacknowledged in Redis until this visibility timeout, then is delivered again,
+        # and Airflow refuses it (the task instance is no longer queued). Kept at the provider's 24 h,
+        # said explicitly: a short one would redeliver every task that runs longer than it, while it
+        # runs. The retry above is the scheduler's, from the missing heartbeat.
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
     }
 
 

@@ -107,9 +107,11 @@ def stage_scored_input(
     model: tuple[Any, Any],
     shadow_model: tuple[Any, Any] | None,
     quarantine_prefix: str,
+    attempt: int = 1,
 ) -> ScoredInput:
     """Score the input `key` of `input_store` (the file's position in the run: `index`) with
-    `model` = (pipeline, RunStamp) and stage the parts under the run's `token` in `store`.
+    `model` = (pipeline, RunStamp) and stage the parts under the run's `token` in `store`, named
+    for the task's `attempt` (`layout.part_key`).
 
     With `shadow_model`, it scores the same rows into the shadow staging folder. Quarantined rows
     go to `<quarantine_prefix>/score/part-<index>.parquet`. Raises StepRejected when the file is
@@ -166,7 +168,7 @@ def stage_scored_input(
         part = upload_part(
             store,
             folder / "out.parquet",
-            part_key(PREDICTIONS, spec.name, ds, token, index),
+            part_key(PREDICTIONS, spec.name, ds, token, index, attempt),
             key,
             input_sha256,
         )
@@ -176,7 +178,11 @@ def stage_scored_input(
                 StagedPart,
                 asdict(
                     upload_part(
-                        store, shadow[2], part_key(SHADOW, spec.name, ds, token, index), key, input_sha256
+                        store,
+                        shadow[2],
+                        part_key(SHADOW, spec.name, ds, token, index, attempt),
+                        key,
+                        input_sha256,
                     )
                 ),
             )
@@ -198,11 +204,18 @@ def stage_scored_input(
     }
 
 
-def score(spec: ModelSpec, store: ObjectStore, plan: ScorePlan, item: InputFile, run: RunInfo) -> ScoredInput:
-    """Score one input file with the planned model version into the run's staging prefix."""
+def score(
+    spec: ModelSpec, store: ObjectStore, plan: ScorePlan, item: InputFile, run: RunInfo, attempt: int = 1
+) -> ScoredInput:
+    """Score one input file with the planned model version into the run's staging prefix.
+
+    `attempt` (the task's try number) names the staged part: what a killed try left is never the
+    file the retry stages, and only the files the successful tries return reach the manifest.
+    """
     from datetime import datetime
 
     from mlops_pipeline import registry
+    from mlops_pipeline.faults import pause_point
     from mlops_pipeline.scoring import RunStamp
 
     assert spec.scoring is not None
@@ -226,7 +239,7 @@ def score(spec: ModelSpec, store: ObjectStore, plan: ScorePlan, item: InputFile,
     # Inputs under the store's own root reuse its client; others get the same credentials.
     input_store = store.open_uri(plan["input_root"])
     claim_evidence(store, run, layout.quarantine_prefix(spec.name, run.dag_run_id))
-    return stage_scored_input(
+    staged = stage_scored_input(
         spec,
         store,
         input_store,
@@ -237,7 +250,11 @@ def score(spec: ModelSpec, store: ObjectStore, plan: ScorePlan, item: InputFile,
         (pipeline, stamp),
         shadow_model,
         layout.quarantine_prefix(spec.name, run.dag_run_id),
+        attempt,
     )
+    # The worker-death test kills the task here: its part is staged, the task has not returned.
+    pause_point("score_staged")
+    return staged
 
 
 def _classes_json(pipeline: Any, spec: ModelSpec) -> list[Any] | None:
@@ -319,6 +336,8 @@ def publish(
     }
     fault_point("before_manifest")
     try:
+        # A retry of a publish whose worker died after writing its generation publishes no second
+        # one: publish_partition finds its own (same run, token and files) and finishes it.
         manifest = publish_partition(
             store,
             PREDICTIONS,

@@ -312,6 +312,33 @@ def test_a_fault_before_the_manifest_leaves_the_published_partition_unchanged(
     assert retry["stale_objects_deleted"] == FILES_PER_DAY and store.list(crashed) == []
 
 
+def test_a_retried_score_and_publish_of_a_killed_worker_publish_one_generation_of_the_retrys_parts(
+    churn: ModelSpec, store: LocalStore, champion: str
+) -> None:
+    """A score task killed after staging is retried: the retry stages its own file (named for its
+    try), the manifest names that one and not the killed try's; a publish retried after the
+    manifest was written (its worker died before the task ended) writes no second generation."""
+    day = datetime.date(2026, 2, 25)
+    ds = day.isoformat()
+    run = _run(day, "killed")
+    plan, results = _plan_and_score(churn, store, day, run)
+    killed = results[1]["part"]["key"]  # what the killed try 1 of score[1] left staged
+    results[1] = score_steps.score(churn, store, plan, plan["inputs"][1], run, attempt=2)
+    retried = results[1]["part"]["key"]
+    assert retried == layout.part_key(PREDICTIONS, "churn", ds, plan["token"], 1, attempt=2) != killed
+
+    published = score_steps.publish(churn, store, plan, results, run)
+    manifest = read_manifest(store, PREDICTIONS, "churn", ds)
+    named = [part["key"] for part in manifest["files"]]
+    assert retried in named and killed not in named and len(named) == FILES_PER_DAY
+    assert read_partition(store, "churn", ds).num_rows == ROWS_PER_DAY
+
+    again = score_steps.publish(churn, store, plan, results, run)
+    assert again["generation"] == published["generation"] == manifest["generation"]
+    assert len(store.list(layout.generations_prefix(PREDICTIONS, "churn", ds))) == 1
+    assert read_manifest(store, PREDICTIONS, "churn", ds) == manifest
+
+
 def test_publish_refuses_a_run_over_the_quarantine_limit(
     churn: ModelSpec, store: LocalStore, champion: str
 ) -> None:
