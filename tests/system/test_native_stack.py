@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -28,12 +27,12 @@ from urllib.parse import quote, urlparse
 import pytest
 from mlflow import MlflowClient
 
-from mlops_pipeline.devtools import embedded_stack, native_stack, processes
 from mlops_pipeline.devtools.airflow_client import AirflowClient, DagRun
 from mlops_pipeline.devtools.example_data import write_example_data
+from mlops_pipeline.devtools.running_stack import RunningStack as Stack
+from mlops_pipeline.devtools.running_stack import running_native_stack
 from mlops_pipeline.predictions import read_manifest
 from mlops_pipeline.registry import promotion_history
-from mlops_pipeline.store import ObjectStore, open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(1200)]
 
@@ -46,49 +45,17 @@ FILES_PER_DAY = 4  # example_data.SCORING_FILES_PER_DAY: four mapped `score` tas
 ROWS_PER_DAY = 800
 
 
-@dataclass(frozen=True)
-class Stack:
-    """The running native stack and how to reach it."""
-
-    native: native_stack.NativeStack
-    passwords: dict[str, str]
-    store: ObjectStore
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The native stack with two workers and the example data in its S3 store; all of it stopped
-    by PID and its databases dropped afterwards, also when starting fails."""
-    layout = embedded_stack.StackLayout(tmp_path_factory.mktemp("native-stack"))
-    passwords = {"admin": processes.generate_password(), "viewer": processes.generate_password()}
-    resources = None
-    try:
-        native = native_stack.start_native_stack(
-            layout,
-            dags_folder=REPO / "dags",
-            plugins_folder=REPO / "plugins",
-            passwords=passwords,
-            workers=2,
-            concurrency=2,
-            cache_dir=REPO / ".cache" / "pycache",
-            timeout=300,
-        )
-        resources = native_stack.read_native_resources(layout)
-        store = open_store(native.store_uri, native.s3_client_kwargs())
-        write_example_data(store)
-        with AirflowClient(native.airflow_url) as client:
-            client.login("admin", passwords["admin"])
-            for dag_id in (TRAIN, SCORE, MONITOR):
-                client.wait_for_parsed(dag_id, timeout=180)
-        yield Stack(native=native, passwords=passwords, store=store)
-    finally:
-        native_stack.stop_native_stack(layout, timeout=15)
-    # Nothing is left behind: no recorded process alive, no database, no resource record.
-    assert not list(layout.state_dir.glob("*.pid"))
-    assert native_stack.read_native_resources(layout) is None
-    if resources is not None:
-        left = set(native_stack.list_databases(resources.postgres_uri, "mlops_"))
-        assert not left & set(resources.databases)
+    by PID and its databases dropped afterwards (checked), also when starting fails."""
+    with running_native_stack(
+        tmp_path_factory.mktemp("native-stack"),
+        repo=REPO,
+        dag_ids=(TRAIN, SCORE, MONITOR),
+        write_data=write_example_data,
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

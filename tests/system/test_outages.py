@@ -27,20 +27,21 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 from mlflow import MlflowClient
 
-from mlops_pipeline.devtools import embedded_stack, native_stack, processes
+from mlops_pipeline.devtools import processes
 from mlops_pipeline.devtools.airflow_client import AirflowClient, DagRun, TaskInstance
 from mlops_pipeline.devtools.example_data import write_example_data
+from mlops_pipeline.devtools.running_stack import RunningStack as Stack
+from mlops_pipeline.devtools.running_stack import running_native_stack
 from mlops_pipeline.layout import generations_prefix
 from mlops_pipeline.predictions import read_manifest, read_partition
 from mlops_pipeline.registry import CHALLENGER, CHAMPION, promotion_history
-from mlops_pipeline.store import ObjectStore, open_store
+from mlops_pipeline.store import ObjectStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(900)]
 
@@ -60,49 +61,18 @@ POLL_SECONDS = 0.5
 STARTED = frozenset({"queued", "running"})
 
 
-@dataclass(frozen=True)
-class Stack:
-    """The running native stack and how to reach it."""
-
-    native: native_stack.NativeStack
-    passwords: dict[str, str]
-    store: ObjectStore
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The native stack with two workers and February's example data in its S3 store; all of it
-    stopped by PID and its databases dropped afterwards, also when starting fails."""
-    layout = embedded_stack.StackLayout(tmp_path_factory.mktemp("outage-stack"))
-    passwords = {"admin": processes.generate_password(), "viewer": processes.generate_password()}
-    resources = None
-    try:
-        native = native_stack.start_native_stack(
-            layout,
-            dags_folder=REPO / "dags",
-            plugins_folder=REPO / "plugins",
-            passwords=passwords,
-            workers=2,
-            concurrency=2,
-            cache_dir=REPO / ".cache" / "pycache",
-            timeout=300,
-        )
-        resources = native_stack.read_native_resources(layout)
-        store = open_store(native.store_uri, native.s3_client_kwargs())
+    stopped by PID and its databases dropped afterwards (checked), also when starting fails."""
+
+    def february(store: ObjectStore) -> None:
         write_example_data(store, datetime.date.fromisoformat(FIRST_DAY), datetime.date.fromisoformat(AS_OF))
-        with AirflowClient(native.airflow_url) as client:
-            client.login("admin", passwords["admin"])
-            for dag_id in (TRAIN, SCORE):
-                client.wait_for_parsed(dag_id, timeout=180)
-        yield Stack(native=native, passwords=passwords, store=store)
-    finally:
-        native_stack.stop_native_stack(layout, timeout=15)
-    # Nothing is left behind: no recorded process alive, no database, no resource record.
-    assert not list(layout.state_dir.glob("*.pid"))
-    assert native_stack.read_native_resources(layout) is None
-    if resources is not None:
-        left = set(native_stack.list_databases(resources.postgres_uri, "mlops_"))
-        assert not left & set(resources.databases)
+
+    with running_native_stack(
+        tmp_path_factory.mktemp("outage-stack"), repo=REPO, dag_ids=(TRAIN, SCORE), write_data=february
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -43,13 +43,13 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_pipeline import layout
-from mlops_pipeline.devtools import embedded_stack, native_stack, processes
+from mlops_pipeline.devtools import native_stack, processes
 from mlops_pipeline.devtools.airflow_client import AirflowClient, AirflowNotFoundError
 from mlops_pipeline.devtools.example_data import write_example_data
+from mlops_pipeline.devtools.running_stack import RunningStack, running_native_stack
 from mlops_pipeline.predictions import read_manifest, read_partition
 from mlops_pipeline.registry import promotion_history
 from mlops_pipeline.settings import FAULT_PAUSE_VAR
-from mlops_pipeline.store import ObjectStore, open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(900)]
 
@@ -64,57 +64,28 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Stack:
-    """The running native stack, how to reach it, and its workers' log-server ports (for restarts)."""
+class Stack(RunningStack):
+    """The running native stack and its workers' log-server ports (for restarts)."""
 
-    native: native_stack.NativeStack
-    passwords: dict[str, str]
-    store: ObjectStore
     log_ports: dict[int, int]  # worker index -> log server port
-
-    @property
-    def state_dir(self) -> Path:
-        return self.native.layout.state_dir
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The native stack with two workers and the example data; all of it stopped by PID and its
-    databases dropped afterwards (also the workers this test killed and restarted)."""
-    stack_layout = embedded_stack.StackLayout(tmp_path_factory.mktemp("worker-death"))
-    passwords = {"admin": processes.generate_password(), "viewer": processes.generate_password()}
-    resources = None
-    try:
-        native = native_stack.start_native_stack(
-            stack_layout,
-            dags_folder=REPO / "dags",
-            plugins_folder=REPO / "plugins",
-            passwords=passwords,
-            workers=2,
-            concurrency=2,
-            cache_dir=REPO / ".cache" / "pycache",
-            timeout=300,
-        )
-        resources = native_stack.read_native_resources(stack_layout)
-        store = open_store(native.store_uri, native.s3_client_kwargs())
-        write_example_data(store)
+    databases dropped afterwards, checked (also the workers this test killed and restarted)."""
+    with running_native_stack(
+        tmp_path_factory.mktemp("worker-death"),
+        repo=REPO,
+        dag_ids=(TRAIN, SCORE),
+        write_data=write_example_data,
+    ) as running:
         log_ports = {}
         for index in (1, 2):
-            record = processes.read_record(stack_layout.state_dir, f"celery-worker{index}")
+            record = processes.read_record(running.state_dir, f"celery-worker{index}")
             assert record is not None
             log_ports[index] = int(record.details["log_server_port"])
-        with AirflowClient(native.airflow_url) as client:
-            client.login("admin", passwords["admin"])
-            for dag_id in (TRAIN, SCORE):
-                client.wait_for_parsed(dag_id, timeout=180)
-        yield Stack(native=native, passwords=passwords, store=store, log_ports=log_ports)
-    finally:
-        native_stack.stop_native_stack(stack_layout, timeout=15)
-    assert not list(stack_layout.state_dir.glob("*.pid"))
-    assert native_stack.read_native_resources(stack_layout) is None
-    if resources is not None:
-        left = set(native_stack.list_databases(resources.postgres_uri, "mlops_"))
-        assert not left & set(resources.databases)
+        yield Stack(running.native, running.passwords, running.store, log_ports)
 
 
 @pytest.fixture(scope="module")
