@@ -586,19 +586,6 @@ def _move_champion(
     return record
 
 
-def _recorded(store: ObjectStore, claimed: PromotionRecord) -> PromotionRecord | None:
-    """The history's record of the promotion `claimed` (same run, version and claim time), if any."""
-    for record in promotion_history(store, claimed.model):
-        if (record.action, record.dag_run_id, record.to_version, record.at) == (
-            claimed.action,
-            claimed.dag_run_id,
-            claimed.to_version,
-            claimed.at,
-        ):
-            return record
-    return None
-
-
 def promote(
     client: MlflowClient,
     store: ObjectStore,
@@ -641,9 +628,10 @@ def promote(
         store.create_only(claim_key, record.to_json())
     except ObjectExistsError:
         # A retry: the first attempt's view of the move is the one to record.
+        # The history holds exactly the claimed record once the first attempt got that far.
         record = PromotionRecord(**json.loads(store.read_bytes(claim_key)))
-        if (recorded := _recorded(store, record)) is not None:
-            return recorded
+        if record in promotion_history(store, record.model):
+            return record
     already_there = current is not None and str(current.version) == record.to_version
     return _move_champion(client, store, record, already_there=already_there)
 
