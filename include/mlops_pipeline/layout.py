@@ -187,6 +187,20 @@ def part_key(area: str, model: str, ds: str, token: str, index: int, attempt: in
     return f"{staging_prefix(area, model, ds, token)}/part-{index:05d}{suffix}.parquet"
 
 
+def id_hashes_key(model: str, ds: str, token: str, index: int, attempt: int = 1) -> str:
+    """The distinct id hashes of input file `index`, staged by its `score` task's `attempt`-th try
+    beside its part, for publish to find ids that occur in more than one input file of the day."""
+    suffix = "" if attempt <= 1 else f"-try{attempt}"
+    return f"{staging_prefix(PREDICTIONS, model, ds, token)}/ids-{index:05d}{suffix}.npy"
+
+
+def rescored_part_key(key: str) -> str:
+    """The part that replaces staged part `key` when publish scores its input again with the ids
+    other files of the day repeat quarantined: named after the part it replaces, so a retried
+    publish writes the same key (and, scoring being deterministic, the same bytes)."""
+    return f"{key.removesuffix('.parquet')}-unique.parquet"
+
+
 # --- monitoring decisions and the promotion history -----------------------------------------------
 
 

@@ -141,6 +141,17 @@ class RepeatedIds:
         distinct, counts = np.unique(every, return_counts=True)
         return cls(distinct[counts > 1])
 
+    @classmethod
+    def across(cls, files: list[np.ndarray]) -> RepeatedIds:
+        """The ids found in more than one of `files`, each the sorted distinct hashes of one file."""
+        every = np.concatenate(files) if files else np.zeros(0, dtype=np.uint64)
+        distinct, counts = np.unique(every, return_counts=True)
+        return cls(distinct[counts > 1])
+
+    def union(self, other: RepeatedIds) -> RepeatedIds:
+        """The ids repeated in either."""
+        return RepeatedIds(np.union1d(self.hashes, other.hashes))
+
     def __len__(self) -> int:
         return len(self.hashes)
 

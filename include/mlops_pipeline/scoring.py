@@ -21,8 +21,9 @@ timestamp): the same input and model version give byte-identical Parquet.
 Defective files are read as :mod:`.scoring_inputs` reads them: a file that cannot be read raises
 :class:`~.scoring_inputs.UnreadableInput` before any output is kept; a CSV's undecodable lines
 (not UTF-8, NUL bytes) break the ``encoding`` rule (default policy) and are quarantined here with
-their line number; every row of an id that occurs more than once in the file breaks
-``unique:<id>`` (policy `scoring.duplicate_ids`).
+their line number; every row of an id that occurs more than once in the file, or that
+`repeated_elsewhere` names (ids of other input files of the same day), breaks ``unique:<id>``
+(policy `scoring.duplicate_ids`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from mlops_pipeline.scoring_inputs import (
     ScoringRejected,
     UnreadableInput,
     check_columns,
-    duplicate_ids,
+    file_ids,
     guard_reads,
     input_columns,
     iter_batches,
@@ -408,6 +409,8 @@ class FileResult:
     output_rows: int
     quarantine_rows: int
     agreement: Agreement | None = None
+    # The sorted distinct hashes of the file's ids, compared across the day's files at publish.
+    id_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
 
 
 def _quarantine_table(frame: pd.DataFrame, reasons: list[str]) -> pa.Table:
@@ -475,12 +478,15 @@ def score_file(
     batch_rows: int,
     shadow: tuple[Any, RunStamp, Path] | None = None,
     source_name: str | None = None,
+    repeated_elsewhere: RepeatedIds | None = None,
 ) -> FileResult:
     """Score one file batch by batch into `output_path` (and `quarantine_path` for unscorable rows).
 
     `shadow`, when given, is (pipeline, stamp, output path) of a second model that scores the same
     scorable rows; its agreement with the primary model is measured on the way. `source_name`
     names the file in quarantined rows of undecodable lines (default: the local file's name).
+    `repeated_elsewhere`: ids that other input files of the same day hold too; their rows break
+    ``unique:<id>`` here as the file's own repeated ids do.
     """
     started = time.perf_counter()
     classes = model_classes(pipeline, spec)
@@ -522,9 +528,10 @@ def score_file(
         names = input_schema.names if input_schema is not None else input_columns(readable, fmt)
         check_columns(list(names), spec, str(input_path.name))
         try:
-            duplicates = duplicate_ids(readable, fmt, spec, batch_rows)
+            ids = file_ids(readable, fmt, spec, batch_rows)
         except READ_ERRORS as exc:
             raise UnreadableInput(str(exc)) from exc
+        duplicates = ids.repeated if repeated_elsewhere is None else ids.repeated.union(repeated_elsewhere)
         if scan.bad_lines and encoding_policy == "warn":
             # Kept in the readable copy (decoded with U+FFFD): scored and counted as its batches are read.
             stats.warned_by_rule[ENCODING_RULE] = len(scan.bad_lines)
@@ -600,7 +607,7 @@ def score_file(
             if quarantine_writer is not None:
                 quarantine_writer.close()
     stats.seconds = time.perf_counter() - started
-    return FileResult(stats, stats.rows_scored, stats.rows_quarantined, agreement)
+    return FileResult(stats, stats.rows_scored, stats.rows_quarantined, agreement, ids.distinct)
 
 
 def sha256_file(path: Path) -> str:

@@ -15,8 +15,9 @@ the file refused outright:
   taken out of a readable copy before it is read (:func:`scan_csv_lines`): they break the
   ``encoding`` rule (default policy) and :mod:`.scoring` quarantines them with their line number;
 - every row of an id that occurs more than once in the file breaks ``unique:<id>`` (policy
-  ``scoring.duplicate_ids``): :func:`duplicate_ids` finds those ids by reading the id column once
-  before the batches (one column of the file in memory, 8 bytes of hash a row).
+  ``scoring.duplicate_ids``): :func:`file_ids` finds those ids by reading the id column once
+  before the batches (one column of the file in memory, 8 bytes of hash a row), and keeps the
+  file's distinct ids, which the day's publish compares across its files.
 """
 
 from __future__ import annotations
@@ -146,8 +147,16 @@ def iter_batches(path: Path, fmt: str, batch_rows: int) -> Iterator[pd.DataFrame
         yield pd.concat(pending, ignore_index=True)
 
 
-def duplicate_ids(path: Path, fmt: str, spec: ModelSpec, batch_rows: int) -> RepeatedIds:
-    """The ids that occur more than once in the file, read as the batches read them.
+@dataclass(frozen=True)
+class FileIds:
+    """The ids of one input file, as 64-bit hashes of their text (:func:`.rules.id_hashes`)."""
+
+    distinct: np.ndarray  # sorted distinct hashes: what publish compares across the day's files
+    repeated: RepeatedIds  # the ids that occur more than once in this file
+
+
+def file_ids(path: Path, fmt: str, spec: ModelSpec, batch_rows: int) -> FileIds:
+    """The file's ids and the ones it repeats, read as the batches read them.
 
     Streams the id column alone (a derived id needs the features: those are read batch by batch),
     keeping 8 bytes of hash per row.
@@ -162,7 +171,9 @@ def duplicate_ids(path: Path, fmt: str, spec: ModelSpec, batch_rows: int) -> Rep
             parquet.iter_batches(batch_size=batch_rows, columns=[spec.id_column], use_threads=False)
         ):
             chunks.append(id_hashes(batch.column(0).to_pandas()))
-    return RepeatedIds.of(chunks)
+    every = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint64)
+    distinct, counts = np.unique(every, return_counts=True)
+    return FileIds(distinct, RepeatedIds(distinct[counts > 1]))
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,10 @@ class ObjectStore(Protocol):
         """Delete every key under `prefix`; return how many."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Delete the object at `key`, if there is one."""
+        ...
+
     def upload_file(self, local_path: Path, key: str) -> None:
         """Copy a local file to `key` atomically."""
         ...
@@ -173,6 +177,10 @@ class LocalStore:
         shutil.rmtree(base)
         return count
 
+    def delete(self, key: str) -> None:
+        """Remove the file at `key`, if there is one."""
+        self._path(key).unlink(missing_ok=True)
+
     def upload_file(self, local_path: Path, key: str) -> None:
         """Copy a local file into the store atomically."""
         path = self._path(key)
@@ -279,6 +287,10 @@ class S3Store:
                     f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
                 )
         return len(keys)
+
+    def delete(self, key: str) -> None:
+        """Delete the object at `key` (S3 answers 204 whether or not it existed)."""
+        self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def upload_file(self, local_path: Path, key: str) -> None:
         """Upload with one PUT per file up to 5 GB; threads are slower than one stream on 2 cores."""

@@ -87,6 +87,14 @@ def test_partition_keys_nest_under_their_partition() -> None:
         layout.part_key(area, model, ds, "run:1", 7, attempt=2)
         == f"{prefix}/_runs/run_1/part-00007-try2.parquet"
     )
+    # Publish's re-scored part is named after the part it replaces; the id hashes sit beside the parts.
+    assert layout.rescored_part_key(layout.part_key(area, model, ds, "run:1", 7, attempt=2)) == (
+        f"{prefix}/_runs/run_1/part-00007-try2-unique.parquet"
+    )
+    assert (
+        layout.id_hashes_key(model, ds, "run:1", 7, attempt=2) == f"{prefix}/_runs/run_1/ids-00007-try2.npy"
+    )
+    assert layout.id_hashes_key(model, ds, "run:1", 7) == f"{prefix}/_runs/run_1/ids-00007.npy"
     assert not layout.partition_prefix(layout.SHADOW, model, ds).startswith(prefix)
     days = [layout.partition_prefix(area, model, f"2026-03-{d:02d}") for d in (1, 10, 11)]
     for first, second in itertools.permutations(days, 2):

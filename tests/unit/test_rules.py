@@ -8,6 +8,7 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -82,6 +83,27 @@ def test_every_row_of_a_repeated_id_breaks_unique_the_same_way_in_pandas_and_arr
         assert check.quarantined_by_rule == {"unique:customer_id": 2}
         assert sorted(check.reasons) == [3, 7]
     assert "unique:customer_id" not in check_rows(frame, spec).quarantined_by_rule  # only when asked
+
+
+def test_ids_repeated_across_files_are_those_in_two_or_more_files_and_union_with_a_files_own() -> None:
+    """`across` takes each file's distinct hashes: an id once in each of two files is repeated, an id
+    twice in one file only (already distinct there) is not; `union` joins both kinds."""
+    first = np.unique(id_hashes(pd.Series(["a", "b", "c"])))
+    second = np.unique(id_hashes(pd.Series(["c", "d", "d"])))
+    third = np.unique(id_hashes(pd.Series(["a", "e", None])))
+    across = RepeatedIds.across([first, second, third])
+    assert sorted(across.hashes.tolist()) == sorted(id_hashes(pd.Series(["a", "c"])).tolist())
+    assert len(RepeatedIds.across([])) == 0 and len(RepeatedIds.across([first])) == 0
+    own = RepeatedIds.of([id_hashes(pd.Series(["d", "d", "e"]))])
+    both = across.union(own)
+    assert both.mask(pd.Series(["a", "b", "c", "d", "e", None])).tolist() == [
+        True,
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_the_duplicate_policy_of_the_spec_applies(spec: ModelSpec) -> None:

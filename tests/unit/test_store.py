@@ -141,6 +141,16 @@ def test_delete_prefix_removes_only_that_prefix_and_counts(store: ObjectStore) -
     assert store.delete_prefix("never/written") == 0
 
 
+def test_delete_removes_exactly_that_key_and_accepts_an_absent_one(store: ObjectStore) -> None:
+    for key in ["run/part-1.parquet", "run/part-1-unique.parquet", "run/part-10.parquet"]:
+        store.write_bytes(key, b"x")
+    store.delete("run/part-1.parquet")
+    assert store.list() == ["run/part-1-unique.parquet", "run/part-10.parquet"]
+    store.delete("run/part-1.parquet")
+    store.delete("never/written")
+    assert store.list() == ["run/part-1-unique.parquet", "run/part-10.parquet"]
+
+
 def test_delete_prefix_of_the_root_empties_the_store_which_stays_usable(store: ObjectStore) -> None:
     store.write_bytes("a/1", b"x")
     store.write_bytes("b", b"y")

@@ -160,6 +160,9 @@ class ScoredInput(TypedDict):
     part: StagedPart
     shadow_part: StagedPart | None
     quarantine_key: str | None
+    # The file's distinct ids as sorted uint64 hashes (`.npy`, staged beside the part): publish
+    # compares them across the day's files (`unique:<id>` across files).
+    id_hashes_key: str
     stats: dict[str, Any]  # scoring.ScoreStats.to_dict()
     agreement: dict[str, Any] | None  # scoring.Agreement as a dict
     classes: list[Any] | None

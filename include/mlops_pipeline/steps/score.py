@@ -12,10 +12,13 @@ import time
 import uuid
 from dataclasses import asdict
 from datetime import date
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from mlops_pipeline import layout
 from mlops_pipeline.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from mlops_pipeline.rules import RepeatedIds
 from mlops_pipeline.steps import RunInfo, StepRejected, claim_evidence, fault_point
 from mlops_pipeline.steps.results import InputFile, ModelRef, Published, ScoredInput, ScorePlan, StagedPart
 from mlops_pipeline.store import ObjectStore
@@ -108,20 +111,29 @@ def stage_scored_input(
     shadow_model: tuple[Any, Any] | None,
     quarantine_prefix: str,
     attempt: int = 1,
+    *,
+    replacing: ScoredInput | None = None,
+    repeated_elsewhere: RepeatedIds | None = None,
 ) -> ScoredInput:
     """Score the input `key` of `input_store` (the file's position in the run: `index`) with
     `model` = (pipeline, RunStamp) and stage the parts under the run's `token` in `store`, named
-    for the task's `attempt` (`layout.part_key`).
+    for the task's `attempt` (`layout.part_key`), with the file's distinct id hashes beside them.
 
     With `shadow_model`, it scores the same rows into the shadow staging folder. Quarantined rows
     go to `<quarantine_prefix>/score/part-<index>.parquet`. Raises StepRejected when the file is
     refused (missing column, a `fail` rule broken). What each `score` task does, minus MLflow.
+
+    Publish scores a file again when other files of the day hold some of its ids: `replacing` is
+    the first scoring's result (its parts are replaced by `layout.rescored_part_key` ones, its id
+    hashes kept) and `repeated_elsewhere` the ids repeated across the day's files.
     """
     import tempfile
     from pathlib import Path
 
+    import numpy as np
+
     from mlops_pipeline.ingest import UnreadableSourceError, record_unreadable
-    from mlops_pipeline.layout import PREDICTIONS, SHADOW, part_key
+    from mlops_pipeline.layout import PREDICTIONS, SHADOW, id_hashes_key, part_key, rescored_part_key
     from mlops_pipeline.predictions import upload_part
     from mlops_pipeline.scoring import score_file, sha256_file
     from mlops_pipeline.scoring_inputs import ScoringRejected, UnreadableInput
@@ -146,6 +158,7 @@ def stage_scored_input(
                 batch_rows=spec.scoring.batch_rows,
                 shadow=shadow,
                 source_name=key,
+                repeated_elsewhere=repeated_elsewhere,
             )
         except UnreadableInput as exc:
             # Nothing is staged for this file, so the day cannot be published: record why, refuse once.
@@ -165,26 +178,26 @@ def stage_scored_input(
             raise StepRejected(
                 f"scoring input {input_store.uri(key)} of {ds}: {exc}; nothing of {ds} is published"
             ) from exc
-        part = upload_part(
-            store,
-            folder / "out.parquet",
-            part_key(PREDICTIONS, spec.name, ds, token, index, attempt),
-            key,
-            input_sha256,
-        )
+        if replacing is None:
+            primary_key = part_key(PREDICTIONS, spec.name, ds, token, index, attempt)
+            shadow_key = part_key(SHADOW, spec.name, ds, token, index, attempt)
+            hashes_key = id_hashes_key(spec.name, ds, token, index, attempt)
+            np.save(folder / "ids.npy", result.id_hashes, allow_pickle=False)
+            store.upload_file(folder / "ids.npy", hashes_key)
+        else:
+            primary_key = rescored_part_key(replacing["part"]["key"])
+            replaced_shadow = replacing["shadow_part"]
+            shadow_key = rescored_part_key(
+                replaced_shadow["key"]
+                if replaced_shadow
+                else part_key(SHADOW, spec.name, ds, token, index, attempt)
+            )
+            hashes_key = replacing["id_hashes_key"]
+        part = upload_part(store, folder / "out.parquet", primary_key, key, input_sha256)
         shadow_part: StagedPart | None = None
         if shadow is not None:
             shadow_part = cast(
-                StagedPart,
-                asdict(
-                    upload_part(
-                        store,
-                        shadow[2],
-                        part_key(SHADOW, spec.name, ds, token, index, attempt),
-                        key,
-                        input_sha256,
-                    )
-                ),
+                StagedPart, asdict(upload_part(store, shadow[2], shadow_key, key, input_sha256))
             )
         quarantine_key = None
         if result.quarantine_rows:
@@ -197,11 +210,32 @@ def stage_scored_input(
         "part": cast(StagedPart, asdict(part)),
         "shadow_part": shadow_part,
         "quarantine_key": quarantine_key,
+        "id_hashes_key": hashes_key,
         "stats": result.stats.to_dict(),
         "agreement": asdict(result.agreement) if result.agreement else None,
         "classes": _classes_json(pipeline, spec),
         "shadow_classes": None if shadow_model is None else _classes_json(shadow_model[0], spec),
     }
+
+
+def _loaded_models(plan: ScorePlan, run: RunInfo) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
+    """The planned model (and shadow model) as (verified pipeline, RunStamp)."""
+    from datetime import datetime
+
+    from mlops_pipeline import registry
+    from mlops_pipeline.scoring import RunStamp
+
+    registry.configured_client()
+    logical_ts = datetime.fromisoformat(run.event_time)
+    models: list[tuple[Any, Any]] = []
+    try:
+        for ref in (plan["model"], plan["shadow_model"]):
+            if ref is not None:
+                pipeline = registry.load_verified(ref["model_uri"], ref["artifact_sha256"])
+                models.append((pipeline, RunStamp(ref["name"], ref["version"], run.dag_run_id, logical_ts)))
+    except registry.ArtifactIntegrityError as exc:
+        raise StepRejected(str(exc)) from exc
+    return models[0], (models[1] if len(models) > 1 else None)
 
 
 def score(
@@ -212,30 +246,10 @@ def score(
     `attempt` (the task's try number) names the staged part: what a killed try left is never the
     file the retry stages, and only the files the successful tries return reach the manifest.
     """
-    from datetime import datetime
-
-    from mlops_pipeline import registry
     from mlops_pipeline.faults import pause_point
-    from mlops_pipeline.scoring import RunStamp
 
     assert spec.scoring is not None
-    registry.configured_client()
-    model = plan["model"]
-    try:
-        pipeline = registry.load_verified(model["model_uri"], model["artifact_sha256"])
-        shadow_pipeline = None
-        if plan["shadow_model"]:
-            shadow_pipeline = registry.load_verified(
-                plan["shadow_model"]["model_uri"], plan["shadow_model"]["artifact_sha256"]
-            )
-    except registry.ArtifactIntegrityError as exc:
-        raise StepRejected(str(exc)) from exc
-    logical_ts = datetime.fromisoformat(run.event_time)
-    stamp = RunStamp(spec.name, model["version"], run.dag_run_id, logical_ts)
-    shadow_model = None
-    if shadow_pipeline is not None and plan["shadow_model"] is not None:
-        shadow_stamp = RunStamp(spec.name, plan["shadow_model"]["version"], run.dag_run_id, logical_ts)
-        shadow_model = (shadow_pipeline, shadow_stamp)
+    model, shadow_model = _loaded_models(plan, run)
     # Inputs under the store's own root reuse its client; others get the same credentials.
     input_store = store.open_uri(plan["input_root"])
     claim_evidence(store, run, layout.quarantine_prefix(spec.name, run.dag_run_id))
@@ -247,7 +261,7 @@ def score(
         int(item["index"]),
         plan["ds"],
         plan["token"],
-        (pipeline, stamp),
+        model,
         shadow_model,
         layout.quarantine_prefix(spec.name, run.dag_run_id),
         attempt,
@@ -255,6 +269,77 @@ def score(
     # The worker-death test kills the task here: its part is staged, the task has not returned.
     pause_point("score_staged")
     return staged
+
+
+def _staged_id_hashes(store: ObjectStore, result: ScoredInput) -> Any:
+    """The distinct id hashes its `score` task staged for one input file (a sorted uint64 array)."""
+    import io
+
+    import numpy as np
+
+    return np.load(io.BytesIO(store.read_bytes(result["id_hashes_key"])), allow_pickle=False)
+
+
+def rescore_files_with_ids_of_other_files(
+    spec: ModelSpec, store: ObjectStore, plan: ScorePlan, results: list[ScoredInput], run: RunInfo
+) -> tuple[list[ScoredInput], list[ScoredInput]]:
+    """The day's results with every file that shares ids with another file scored again, those
+    ids breaking `unique:<id>` (policy `scoring.duplicate_ids`) as ids repeated within one file do;
+    and the results it replaced.
+
+    Each `score` task sees its own file only; this is where the day is seen whole. A clean day
+    (the normal case) costs one small read per file (8 bytes a row); a day with ids in more than
+    one file costs the scoring of the files that hold them, once more, by the code that scored them.
+    """
+    import logging
+
+    import numpy as np
+
+    from mlops_pipeline.rules import RepeatedIds
+
+    if len(results) < 2:
+        return results, []
+    hashes = [_staged_id_hashes(store, result) for result in results]
+    repeated = RepeatedIds.across(hashes)
+    if not len(repeated):
+        return results, []
+    affected = [index for index, held in enumerate(hashes) if np.isin(held, repeated.hashes).any()]
+    files = [results[index]["input_key"] for index in affected]
+    logging.getLogger(__name__).info(
+        "%d id(s) occur in more than one input file of %s on %s (%s): scoring those files again with "
+        "them under rule unique:%s",
+        len(repeated),
+        spec.name,
+        plan["ds"],
+        ", ".join(files),
+        spec.id_column,
+    )
+    model, shadow_model = _loaded_models(plan, run)
+    input_store = store.open_uri(plan["input_root"])
+    rescored = list(results)
+    for index in affected:
+        result = results[index]
+        try:
+            rescored[index] = stage_scored_input(
+                spec,
+                store,
+                input_store,
+                result["input_key"],
+                int(result["index"]),
+                plan["ds"],
+                plan["token"],
+                model,
+                shadow_model,
+                layout.quarantine_prefix(spec.name, run.dag_run_id),
+                replacing=result,
+                repeated_elsewhere=repeated,
+            )
+        except StepRejected as exc:
+            raise StepRejected(
+                f"{len(repeated)} id(s) of {spec.name} on {plan['ds']} occur in more than one input file "
+                f"({', '.join(files)}): {exc}"
+            ) from exc
+    return rescored, [results[index] for index in affected]
 
 
 def _classes_json(pipeline: Any, spec: ModelSpec) -> list[Any] | None:
@@ -275,7 +360,12 @@ def _schema_from_classes(classes: list[Any] | None) -> Any:
 def publish(
     spec: ModelSpec, store: ObjectStore, plan: ScorePlan, results: list[ScoredInput], run: RunInfo
 ) -> Published:
-    """Check the staged parts and publish the partition (manifest last); log the run's metrics to MLflow."""
+    """Check the staged parts and publish the partition (manifest last); log the run's metrics to MLflow.
+
+    Files that share ids with another file of the day are scored again first, those ids under
+    `unique:<id>` (:func:`rescore_files_with_ids_of_other_files`); the parts they replace are
+    deleted once the partition is published.
+    """
     import hashlib
     import json
 
@@ -285,6 +375,7 @@ def publish(
 
     assert spec.scoring is not None
     results = sorted(results, key=lambda r: r["index"])
+    results, replaced = rescore_files_with_ids_of_other_files(spec, store, plan, results, run)
     stats = ScoreStats()
     agreement = Agreement() if plan["shadow_model"] else None
     for result in results:
@@ -306,6 +397,9 @@ def publish(
             "share": share,
             "rules": stats.quarantined_by_rule,
             "files": [r["quarantine_key"] for r in results if r["quarantine_key"]],
+            # The input files holding ids that another file of the day holds too (all their rows
+            # break unique:<id>, as ids repeated within one file do).
+            "files_sharing_ids": [r["input_key"] for r in replaced],
         }
         store.write_bytes(quarantine_reason, json.dumps(reason, indent=2, sort_keys=True).encode())
     if share > spec.scoring.max_quarantine_share:
@@ -370,6 +464,10 @@ def publish(
         raise StepRejected(str(exc)) from exc
     clean_stale_parts(store, PREDICTIONS, spec.name, ds)
     clean_stale_parts(store, SHADOW, spec.name, ds)
+    for result in replaced:  # in the published run's folder, but named by no manifest
+        for part in (result["part"], result["shadow_part"]):
+            if part is not None:
+                store.delete(part["key"])
     wall_seconds = max(time.time() - float(plan["started"]), 1e-9)
     metrics = scoring_metrics(spec, stats, wall_seconds, agreement_summary)
     _log_scoring_run(spec, ds, plan, run, metrics, data_sha256)

@@ -191,8 +191,10 @@ def test_score_stages_one_part_per_input_under_the_runs_prefix_unpublished(
     ds = day.isoformat()
     prefix = layout.staging_prefix(PREDICTIONS, "churn", ds, plan["token"])
     expected = [layout.part_key(PREDICTIONS, "churn", ds, plan["token"], i) for i in range(FILES_PER_DAY)]
+    id_hashes = [layout.id_hashes_key("churn", ds, plan["token"], i) for i in range(FILES_PER_DAY)]
     assert [r["part"]["key"] for r in results] == expected
-    assert store.list(prefix) == expected
+    assert [r["id_hashes_key"] for r in results] == id_hashes
+    assert store.list(prefix) == sorted(expected + id_hashes)
     for result, item in zip(results, plan["inputs"], strict=True):
         assert result["index"] == item["index"] and result["input_key"] == item["key"]
         assert result["input_sha256"] == hashlib.sha256(store.read_bytes(item["key"])).hexdigest()
@@ -277,13 +279,14 @@ def test_a_rerun_of_the_same_day_replaces_the_partition(
     assert [f["sha256"] for f in after["files"]] == [f["sha256"] for f in before["files"]]
     assert read_partition(store, "churn", ds).num_rows == ROWS_PER_DAY
     old_prefix = layout.staging_prefix(PREDICTIONS, "churn", ds, before["token"])
-    # The previous generation's parts outlive one rerun (a reader may be mid-read), not two.
-    assert len(store.list(old_prefix)) == FILES_PER_DAY
+    # The previous generation's parts outlive one rerun (a reader may be mid-read), not two; the
+    # id hashes staged beside them go with them.
+    assert [key.endswith(".parquet") for key in store.list(old_prefix)].count(True) == FILES_PER_DAY
     third = _score_day(churn, store, day, run)
     assert third["generation"] == 3
     assert store.list(old_prefix) == []
     runs = store.list(layout.staging_root(PREDICTIONS, "churn", ds))
-    assert len(runs) == 2 * FILES_PER_DAY
+    assert len(runs) == 2 * 2 * FILES_PER_DAY
 
 
 def test_a_fault_before_the_manifest_leaves_the_published_partition_unchanged(
@@ -304,12 +307,12 @@ def test_a_fault_before_the_manifest_leaves_the_published_partition_unchanged(
     assert store.read_bytes(key) == published
     assert len(store.list(layout.generations_prefix(PREDICTIONS, "churn", ds))) == 1
     crashed = layout.staging_prefix(PREDICTIONS, "churn", ds, plan["token"])
-    assert len(store.list(crashed)) == FILES_PER_DAY, "the crashed run's parts stay staged, unread"
+    assert len(store.list(crashed)) == 2 * FILES_PER_DAY, "the crashed run's parts and id hashes stay, unread"
     assert read_partition(store, "churn", ds).num_rows == ROWS_PER_DAY
 
     monkeypatch.delenv(steps.FAULT_POINT_VAR)
     retry = score_steps.plan(churn, store, day, None, False, run, attempt=2)
-    assert retry["stale_objects_deleted"] == FILES_PER_DAY and store.list(crashed) == []
+    assert retry["stale_objects_deleted"] == 2 * FILES_PER_DAY and store.list(crashed) == []
 
 
 def test_a_retried_score_and_publish_of_a_killed_worker_publish_one_generation_of_the_retrys_parts(
@@ -366,6 +369,141 @@ def test_publish_refuses_a_run_over_the_quarantine_limit(
     (quarantine_key,) = reason["files"]
     rows = pd.read_parquet(io.BytesIO(store.read_bytes(quarantine_key)))
     assert sorted(rows["customer_id"]) == sorted(frame["customer_id"][:20])
+
+
+# --- ids that more than one input file of a day holds -------------------------------------------
+
+SHARED_IDS_DAY = datetime.date(2026, 3, 24)  # two crafted files, the second repeating 5 ids of the first
+SHARED = 5
+
+
+def _write_files_sharing_ids(churn: ModelSpec, store: LocalStore) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two input files of 200 rows; the first 5 rows of the second carry ids of the first file's first 5."""
+    assert churn.scoring is not None
+    frame = churn_scoring_batch(SHARED_IDS_DAY, rows=400)
+    first, second = frame.iloc[:200].reset_index(drop=True), frame.iloc[200:].reset_index(drop=True)
+    second.loc[: SHARED - 1, "customer_id"] = first["customer_id"][:SHARED].to_numpy()
+    pattern = churn.scoring.input.uri.format(ds=SHARED_IDS_DAY.isoformat())
+    for name, part in (("part-000", first), ("part-001", second)):
+        buffer = io.BytesIO()
+        part.to_parquet(buffer, index=False)
+        store.write_bytes(pattern.replace("*", name), buffer.getvalue())
+    return first, second
+
+
+def _with_duplicate_policy(churn: ModelSpec, policy: str) -> ModelSpec:
+    assert churn.scoring is not None
+    return churn.model_copy(update={"scoring": churn.scoring.model_copy(update={"duplicate_ids": policy})})
+
+
+def test_ids_held_by_two_files_of_a_day_are_quarantined_in_both_and_the_rest_published(
+    churn: ModelSpec, store: LocalStore, champion: str
+) -> None:
+    """Each score task sees one file; publish sees the day: every row of an id that two files hold
+    breaks unique:<id> (as within one file), is quarantined from both files, and is not published.
+    The files are scored again for it, their first parts deleted, the manifest naming the new ones."""
+    first, second = _write_files_sharing_ids(churn, store)
+    ds = SHARED_IDS_DAY.isoformat()
+    run = _run(SHARED_IDS_DAY, "shared_ids")
+    plan, results = _plan_and_score(churn, store, SHARED_IDS_DAY, run)
+    assert [r["stats"]["rows_quarantined"] for r in results] == [0, 0], "no file repeats an id of its own"
+
+    published = score_steps.publish(churn, store, plan, results, run)
+    shared = set(first["customer_id"][:SHARED])
+    assert published["quarantined_rows"] == 2 * SHARED and published["rows"] == 400 - 2 * SHARED
+    table = read_partition(store, "churn", ds).to_pandas()
+    assert len(table) == 400 - 2 * SHARED and table["id"].is_unique
+    assert shared.isdisjoint(table["id"])
+    assert set(table["id"]) == set(first["customer_id"][SHARED:]) | set(second["customer_id"][SHARED:])
+
+    manifest = read_manifest(store, PREDICTIONS, "churn", ds)
+    assert [f["key"] for f in manifest["files"]] == [
+        layout.rescored_part_key(r["part"]["key"]) for r in results
+    ]
+    assert manifest["input_rows"] == 400 and manifest["quarantined_rows"] == 2 * SHARED
+    assert not any(store.exists(r["part"]["key"]) for r in results), "the replaced parts are deleted"
+
+    reason = json.loads(store.read_bytes(layout.score_quarantine_reason_key("churn", run.dag_run_id)))
+    assert reason["rules"] == {"unique:customer_id": 2 * SHARED} and reason["rows"] == 2 * SHARED
+    assert reason["files_sharing_ids"] == [r["input_key"] for r in results]
+    quarantined = pd.concat([pd.read_parquet(io.BytesIO(store.read_bytes(key))) for key in reason["files"]])
+    assert sorted(quarantined["customer_id"]) == sorted(2 * list(shared))
+    assert set(quarantined["_reasons"]) == {"unique:customer_id"}
+
+    again = score_steps.publish(churn, store, plan, results, run)
+    assert again["generation"] == published["generation"], "a retried publish scores again to the same bytes"
+    assert len(store.list(layout.generations_prefix(PREDICTIONS, "churn", ds))) == 1
+
+
+def test_ids_held_by_two_files_are_left_out_of_the_shadow_partition_too(
+    churn: ModelSpec, store: LocalStore, champion: str
+) -> None:
+    """With a challenger scoring in shadow, its partition is scored again the same way: the same rows out."""
+    from mlops_pipeline.layout import SHADOW
+
+    _write_files_sharing_ids(churn, store)
+    client = registry.configured_client()
+    current = client.get_model_version("churn", champion)
+    challenger = client.create_model_version(
+        name="churn", source=current.source, run_id=current.run_id, tags=dict(current.tags)
+    )
+    client.set_registered_model_alias("churn", registry.CHALLENGER, challenger.version)
+    try:
+        run = _run(SHARED_IDS_DAY, "shared_ids_shadow")
+        plan = score_steps.plan(churn, store, SHARED_IDS_DAY, None, True, run)
+        results = [score_steps.score(churn, store, plan, item, run) for item in score_steps.inputs(plan)]
+        published = score_steps.publish(churn, store, plan, results, run)
+    finally:
+        client.delete_registered_model_alias("churn", registry.CHALLENGER)
+    ds = SHARED_IDS_DAY.isoformat()
+    assert published["shadow_version"] == str(challenger.version)
+    shadow = read_manifest(store, SHADOW, "churn", ds)
+    assert [f["key"] for f in shadow["files"]] == [
+        layout.rescored_part_key(r["shadow_part"]["key"]) for r in results if r["shadow_part"]
+    ]
+    primary = read_partition(store, "churn", ds).to_pandas()
+    shadowed = read_partition(store, "churn", ds, SHADOW).to_pandas()
+    assert len(shadowed) == 400 - 2 * SHARED and sorted(shadowed["id"]) == sorted(primary["id"])
+    assert not any(store.exists(r["shadow_part"]["key"]) for r in results if r["shadow_part"])
+
+
+def test_a_day_whose_files_share_no_id_is_published_as_scored(
+    churn: ModelSpec, store: LocalStore, champion: str
+) -> None:
+    """Ids repeated in the day only count across files: a clean multi-file day keeps the parts its
+    score tasks staged (nothing scored twice)."""
+    day = datetime.date(2026, 2, 24)
+    run = _run(day, "no_shared_ids")
+    plan, results = _plan_and_score(churn, store, day, run)
+    again, replaced = score_steps.rescore_files_with_ids_of_other_files(churn, store, plan, results, run)
+    assert again == results and replaced == []
+
+
+def test_ids_held_by_two_files_refuse_the_day_under_policy_fail_and_are_published_under_warn(
+    churn: ModelSpec, store: LocalStore, champion: str
+) -> None:
+    """scoring.duplicate_ids applies across files as within one: `fail` refuses the day naming the
+    files, nothing published; `warn` publishes every row and counts the warning."""
+    _write_files_sharing_ids(churn, store)
+    ds = SHARED_IDS_DAY.isoformat()
+    failing = _with_duplicate_policy(churn, "fail")
+    run = _run(SHARED_IDS_DAY, "shared_ids_fail")
+    plan, results = _plan_and_score(failing, store, SHARED_IDS_DAY, run)
+    before = read_manifest(store, PREDICTIONS, "churn", ds)
+    with pytest.raises(
+        steps.StepRejected,
+        match=rf"{SHARED} id\(s\) of churn on {ds} occur in more than one input file "
+        r"\(.*part-000.parquet, .*part-001.parquet\).*unique:customer_id",
+    ):
+        score_steps.publish(failing, store, plan, results, run)
+    assert read_manifest(store, PREDICTIONS, "churn", ds) == before
+
+    warning = _with_duplicate_policy(churn, "warn")
+    run = _run(SHARED_IDS_DAY, "shared_ids_warn")
+    plan, results = _plan_and_score(warning, store, SHARED_IDS_DAY, run)
+    published = score_steps.publish(warning, store, plan, results, run)
+    assert published["rows"] == 400 and published["quarantined_rows"] == 0
+    assert read_partition(store, "churn", ds).num_rows == 400
 
 
 # --- scoring_metrics -----------------------------------------------------------------------------
