@@ -221,7 +221,10 @@ def test_a_crash_before_the_manifest_leaves_nothing_visible_and_the_next_run_pub
     assert crashed.state == "failed" and crashed.tasks["publish"] == "failed"
     assert read_partition(store, "churn", "2026-03-04") is None
     staged = store.list("predictions/churn/ds=2026-03-04/_runs")
-    assert len(staged) == FILES_PER_DAY, "the crashed run's parts stay staged, invisible to readers"
+    parts = [key for key in staged if key.rsplit("/", 1)[-1].startswith("part-")]
+    id_hashes = [key for key in staged if key.rsplit("/", 1)[-1].startswith("ids-")]
+    assert len(parts) == FILES_PER_DAY, "the crashed run's parts stay staged, invisible to readers"
+    assert len(id_hashes) == FILES_PER_DAY, "each part has its file's id hashes staged beside it"
 
     monkeypatch.delenv(steps.FAULT_POINT_VAR)
     rerun = run_dag("churn__score", {"ds": "2026-03-04"}, logical_date=logical)
