@@ -135,18 +135,21 @@ def _tracking_uri(workdir: Path) -> str:
 
 
 def child_env(workdir: Path) -> dict[str, str]:
-    """The environment of a step process: the file store and the local MLflow."""
+    """The environment of the MLflow server and of a step process: the one the embedded stack gives
+    its services and tasks (`embedded_stack.build_env`: no telemetry, no progress bars, no GX
+    analytics, no MLflow job consumers), on the file store and the local MLflow."""
+    from mlops_pipeline.devtools import embedded_stack
+
     # As `make` runs everything: cached bytecode (this machine sets PYTHONDONTWRITEBYTECODE, and
     # without the cache every fresh process recompiles mlflow/GX/sklearn: seconds per step).
     inherited = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    return {
-        **inherited,
-        "PYTHONPYCACHEPREFIX": os.environ.get("PYTHONPYCACHEPREFIX", str(REPO / ".cache/pycache")),
-        "MLOPS_STORE_URI": (workdir / "store").as_uri(),
-        "MLFLOW_TRACKING_URI": _tracking_uri(workdir),
-        "MLOPS_CODE_VERSION": "bench",
-        "GIT_PYTHON_REFRESH": "quiet",
-    }
+    return embedded_stack.build_env(
+        store_uri=(workdir / "store").as_uri(),
+        tracking_uri=_tracking_uri(workdir),
+        cache_dir=Path(os.environ.get("PYTHONPYCACHEPREFIX", str(REPO / ".cache/pycache"))),
+        extra={"MLOPS_CODE_VERSION": "bench", "GIT_PYTHON_REFRESH": "quiet"},
+        base=inherited,
+    )
 
 
 # --- the steps, each run in its own process ------------------------------------------------------------

@@ -225,6 +225,7 @@ def _loaded_models(plan: ScorePlan, run: RunInfo) -> tuple[tuple[Any, Any], tupl
     from mlops_pipeline import registry
     from mlops_pipeline.scoring import RunStamp
 
+    registry.import_model_format()
     registry.configured_client()
     logical_ts = datetime.fromisoformat(run.event_time)
     models: list[tuple[Any, Any]] = []

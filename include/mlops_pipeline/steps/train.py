@@ -186,6 +186,7 @@ def train(
     from mlops_pipeline.training import fit_train_rows
 
     settings = get_settings()
+    registry.import_model_format()
     registry.configured_client()
     train_rows, schema = _read_side(store, validated["train_key"], _model_columns(spec, slices=False))
     try:
@@ -218,9 +219,11 @@ def evaluate(
     run: RunInfo,
 ) -> Evaluation:
     """Score candidate and champion on the same holdout, apply the gates, publish the gate report."""
+    from mlops_pipeline import registry
+
+    registry.import_model_format()
     import mlflow
 
-    from mlops_pipeline import registry
     from mlops_pipeline.evaluation import (
         evaluate_gates,
         latency_p95_ms_per_1k,
