@@ -21,12 +21,14 @@ quarantine to the store.
 
 from __future__ import annotations
 
+import functools
 import gc
 import io
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -367,6 +369,35 @@ def _rule_column(rule: Rule) -> str | None:
     return column.removesuffix(TEXT_SUFFIX)
 
 
+def _checked_frame(columns: CheckedColumns, names: list[str]) -> pd.DataFrame:
+    """The checked forms `names` as one frame: a GX batch."""
+    return pd.DataFrame({name: columns.checked[name] for name in names})
+
+
+def _is_structural(rule: Rule) -> bool:
+    """A rule on the batch's shape (its columns' names, its row count), not on any values."""
+    return rule.name.startswith("schema:") or rule.name == "row_count"
+
+
+@contextmanager
+def _batch_fingerprint(computed: bool) -> Iterator[None]:
+    """GX's batch fingerprint (an md5 over pandas' hash of every value, in its batch markers)
+    computed only where `computed`: the result keeps the first batch's markers, and hashing the
+    others' columns cost 4-6 s of 11-15 s at 5M rows. GX itself skips the fingerprint of a batch
+    over `HASH_THRESHOLD` bytes; a threshold of 0 skips it for every batch."""
+    if computed:
+        yield
+        return
+    from great_expectations.execution_engine import pandas_execution_engine as engine
+
+    threshold = engine.HASH_THRESHOLD  # an AttributeError if a GX release drops it (a test holds it)
+    engine.HASH_THRESHOLD = 0
+    try:
+        yield
+    finally:
+        engine.HASH_THRESHOLD = threshold
+
+
 def _gx_order(rules: list[Rule]) -> list[Rule]:
     """The rules in the order one GX run reports them: grouped by their `column` kwarg (in order of
     first appearance, rules without one as a group of their own), suite order within a group."""
@@ -383,9 +414,11 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
     GX filters and copies its whole batch for every metric it computes, so a batch of all columns
     costs (columns x metrics) copies, and each batch costs a fixed setup. Column rules therefore
     run on batches of a few columns (`COLUMNS_PER_BATCH`, with their text forms; measured at 1M
-    rows: 2.1 s for batches of 3 columns, 3.4 s for 1, 3.6 s for 20), table-level rules on all
-    columns; the results are then put together in the order one run would give them (a test
-    holds them equal).
+    rows: 2.1 s for batches of 3 columns, 3.4 s for 1, 3.6 s for 20); the schema and row-count
+    rules on the batch's own columns as they came (dictionary-encoded text: they need only the
+    names and the rows), other table-level rules on every checked form; the results are then put
+    together in the order one run would give them (a test holds them equal). The first batch's
+    meta (GX's batch markers and fingerprint) is the result's.
     """
     import great_expectations as gx
     from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
@@ -397,25 +430,34 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
     by_column: dict[str | None, list[Rule]] = {None: []}
     for rule in rules:
         by_column.setdefault(_rule_column(rule), []).append(rule)
+    table_rules = by_column.pop(None)
+    structural = [rule for rule in table_rules if _is_structural(rule)]
+    across = [rule for rule in table_rules if not _is_structural(rule)]
+    batches: list[tuple[str, Callable[[], pd.DataFrame], list[Rule]]] = [
+        (suite_name, lambda: pd.DataFrame(columns.raw), structural)
+    ]
+    if across:
+        batches.append((f"{suite_name}.across", lambda: pd.DataFrame(columns.checked), across))
     checked_names = [column for column in by_column if column is not None]
-    batches: list[tuple[list[str] | None, list[Rule]]] = [(None, by_column[None])]
     for start in range(0, len(checked_names), COLUMNS_PER_BATCH):
-        names = checked_names[start : start + COLUMNS_PER_BATCH]
-        batches.append((names, [rule for column in names for rule in by_column[column]]))
+        chunk = checked_names[start : start + COLUMNS_PER_BATCH]
+        names = [
+            name for column in chunk for name in (column, text_column(column)) if name in columns.checked
+        ]
+        batches.append(
+            (
+                f"{suite_name}.{len(batches)}",
+                functools.partial(_checked_frame, columns, names),
+                [rule for column in chunk for rule in by_column[column]],
+            )
+        )
     by_rule: dict[str, Any] = {}
     whole_meta: dict[str, Any] = {}
     batch_id = None
-    for position, (chunk, group) in enumerate(batches):
-        if chunk is None:
-            frame = pd.DataFrame(columns.checked)
-        else:
-            names = [
-                name for column in chunk for name in (column, text_column(column)) if name in columns.checked
-            ]
-            frame = pd.DataFrame({name: columns.checked[name] for name in names})
+    for position, (name, build_frame, group) in enumerate(batches):
+        frame = build_frame()
         if frame.shape[1] == 0:
             frame = pd.DataFrame(index=pd.RangeIndex(columns.rows))
-        name = suite_name if chunk is None else f"{suite_name}.{position}"
         # All expectations at once: adding them one by one re-serialises the suite each time (quadratic).
         suite = context.suites.add(
             gx.ExpectationSuite(name=name, expectations=[_expectation(rule) for rule in group])
@@ -424,12 +466,13 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{name}_validation", data=batch, suite=suite)
         )
-        result = definition.run(
-            batch_parameters={"dataframe": frame},
-            result_format={"result_format": "COMPLETE"},
-            run_id=RunIdentifier(run_name=run_name),
-        )
-        if chunk is None:
+        with _batch_fingerprint(position == 0):
+            result = definition.run(
+                batch_parameters={"dataframe": frame},
+                result_format={"result_format": "COMPLETE"},
+                run_id=RunIdentifier(run_name=run_name),
+            )
+        if position == 0:
             whole_meta, batch_id = dict(result.meta), result.batch_id
         for item in result.results:
             by_rule[item.expectation_config.meta["rule"]] = item
@@ -500,15 +543,28 @@ def _clean_columns(columns: CheckedColumns, kept_rows: np.ndarray, spec: ModelSp
     for name, feature in spec.features.items():
         if name in columns.numbers:
             inputs[name] = columns.numbers[name][kept_rows]  # parsed once, in `checked_columns`
+        elif feature.type == "category":
+            # Dictionary-encoded: `features_frame` converts each category once, not every row.
+            inputs[name] = columns.checked[name].iloc[kept_rows].reset_index(drop=True)
         else:
             text = columns.checked[text_column(name) if feature.type == "boolean" else name]
             inputs[name] = _nan_text(text.iloc[kept_rows])
-    typed = features_frame(pd.DataFrame(inputs), spec)
-    typed.insert(0, spec.id_column, _nan_text(columns.checked[spec.id_column].iloc[kept_rows]).astype(str))
+    # Copies of whole columns are most of this function's cost (5M rows: ~0.1 s each): the inputs
+    # frame holds the arrays as they are, and the other columns are added beside the features.
+    typed = features_frame(pd.DataFrame(inputs, copy=False), spec)
+    typed.insert(0, spec.id_column, _id_text(columns.checked[spec.id_column].iloc[kept_rows]))
     typed[spec.target] = _typed_labels(columns.checked[spec.target].iloc[kept_rows], spec)
     if (weights := spec.training.sample_weight_column) is not None:
         typed[weights] = columns.numbers[weights][kept_rows]
     return typed
+
+
+def _id_text(text: pd.Series) -> np.ndarray:
+    """Ids as str objects, a missing one as "nan" (`astype(str)`'s word): the dictionary-encoded
+    column's categories (str already: Arrow text) taken by the rows' codes, no row converted."""
+    categories = text.cat.categories.to_numpy(dtype=object)
+    words = np.concatenate([categories, np.array(["nan"], dtype=object)])
+    return words[text.cat.codes.to_numpy()]  # code -1 (missing) → the last word
 
 
 def _typed_labels(text: pd.Series, spec: ModelSpec) -> np.ndarray:

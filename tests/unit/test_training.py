@@ -221,6 +221,24 @@ def test_categories_sent_as_numbers_match_their_text_in_the_spec() -> None:
     assert pd.isna(features["sex"].iloc[2])
 
 
+def test_a_dictionary_encoded_category_column_is_typed_as_its_values_are() -> None:
+    spec = make_spec(features={"sex": {"type": "category", "allowed": ["1", "2", "x"]}})
+    values = [1, "x", None, 2, "x", np.nan, 1.5]
+    as_objects = features_frame(pd.DataFrame({"sex": values}, dtype=object, index=range(3, 10)), spec)
+    encoded = pd.DataFrame({"sex": pd.Series(values, dtype=object, index=range(3, 10)).astype("category")})
+    pd.testing.assert_frame_equal(features_frame(encoded, spec), as_objects)
+
+
+def test_infinite_numbers_become_missing_and_the_input_is_left_as_it_was() -> None:
+    spec = make_spec()
+    frame = clean_frame(4)
+    frame["x"] = [np.inf, -np.inf, 1.0, np.nan]
+    before = frame.copy()
+    features = features_frame(frame, spec)
+    assert features["x"].isna().tolist() == [True, True, False, True]
+    pd.testing.assert_frame_equal(frame, before)
+
+
 def test_target_series_is_int_for_classification_and_float_for_regression() -> None:
     frame = pd.DataFrame({"label": ["1", "0", "1.0"]})
     labels = target_series(frame, make_spec())

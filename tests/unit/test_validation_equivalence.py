@@ -262,3 +262,44 @@ def test_the_vectorised_regex_is_pythons_on_every_value() -> None:
         expected = [re.search(pattern, value) is not None for value in values]
         assert regex_matches(values, pattern).tolist() == expected
         assert regex_matches(values.astype("category"), pattern).tolist() == expected
+
+
+def test_table_level_extras_give_the_same_outcome(churn: ModelSpec) -> None:
+    """Extras with no `column` run on a batch of their own: one on two columns' parsed values (the
+    pair comparison), one on the batch's shape (the column set), beside the schema rules."""
+    extras = [
+        {
+            "type": "expect_column_pair_values_a_to_be_greater_than_b",
+            "kwargs": {"column_A": "total_charges", "column_B": "monthly_charges", "or_equal": True},
+            "policy": "quarantine",
+        },
+        {
+            "type": "expect_table_columns_to_match_set",
+            "kwargs": {"column_set": list(churn.columns), "exact_match": True},
+            "policy": "warn",
+        },
+    ]
+    spec = churn.model_copy(
+        update={
+            "validation": churn.validation.model_validate(
+                {**churn.validation.model_dump(), "extra_expectations": extras, "max_quarantine_share": 1.0}
+            )
+        }
+    )
+    batch = as_text(example_data.churn_batch(example_data.DEFECTIVE_DAY, rows=1_000))
+    batch.loc[::50, "total_charges"] = "0.5"  # below the month's charge: the pair rule's rows
+    new = validate_frame(batch, spec)
+    old = reference_validation.validate_frame(batch, spec)
+    pair = next(rule for rule in old.rules if rule.name.startswith("extra:0:"))
+    assert pair.unexpected_count >= 20
+    assert_same_outcome(new, old)
+
+
+def test_the_result_keeps_gxs_fingerprint_of_its_first_batch(churn: ModelSpec) -> None:
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    threshold = pandas_execution_engine.HASH_THRESHOLD
+    batch = as_text(example_data.churn_batch(example_data.DEFAULT_START, rows=300))
+    outcome = validate_frame(batch, churn)
+    assert len(outcome.gx_result["meta"]["batch_markers"]["pandas_data_fingerprint"]) == 32
+    assert pandas_execution_engine.HASH_THRESHOLD == threshold, "the other batches' setting is undone"
