@@ -175,6 +175,45 @@ def test_predictions_preprocess_once_and_equal_the_pipelines_own(
     np.testing.assert_array_equal(predictions.proba, pipeline.predict_proba(features))
 
 
+@pytest.mark.parametrize("kind", ["logistic_regression", "hist_gradient_boosting", "random_forest"])
+@pytest.mark.parametrize("labels", [2, 4])
+def test_labels_from_the_probabilities_are_the_models_own_predictions(kind: str, labels: int) -> None:
+    """For the spec's classifiers the labels come from predict_proba's output (no second pass
+    over the rows): exactly what the pipeline's own `predict` gives, binary and multiclass."""
+    task = "classification" if labels == 2 else "multiclass"
+    spec = classifier_spec().model_copy(
+        update={
+            "task": task,
+            "estimator": classifier_spec().estimator.model_copy(update={"kind": kind}),
+        }
+    )
+    rng = np.random.default_rng(1)
+    rows = 3_000
+    x = rng.normal(size=rows)
+    colour = rng.choice(COLOURS, size=rows)
+    label = np.clip(np.round(x + rng.normal(scale=0.7, size=rows) + 1), 0, labels - 1).astype(int)
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(rows)], "x": x, "colour": colour, "label": label})
+    with threadpool_limits(limits=1):
+        pipeline = train_model(frame, spec).pipeline
+        predictions = predict_frame(pipeline, frame, spec)
+        np.testing.assert_array_equal(predictions.y_pred, pipeline.predict(features_frame(frame, spec)))
+    assert len(set(predictions.y_pred)) == labels
+
+
+def test_a_row_near_a_tie_gets_the_models_own_label() -> None:
+    """Where the two probabilities all but tie, the model's `predict` decides (a binary logistic
+    regression's label is the sign of its decision function, not the larger rounded probability)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_pipeline.evaluation import _predicted_labels
+
+    x = np.array([[-2.0], [-1.0], [1.0], [2.0]])
+    model = LogisticRegression().fit(x, [0, 0, 1, 1])
+    rounded_to_a_tie = np.array([[0.5, 0.5], [0.9, 0.1], [0.1, 0.9], [0.5, 0.5]])
+    labels = _predicted_labels(model, np.array([[3.0], [-3.0], [3.0], [-3.0]]), rounded_to_a_tie)
+    assert labels.tolist() == [1, 0, 1, 0]  # ties: the model's answer; clear rows: the larger probability
+
+
 def test_model_metrics_score_the_pipeline_on_the_frame(fitted: tuple[ModelSpec, Any, pd.DataFrame]) -> None:
     spec, pipeline, holdout = fitted
     metrics = model_metrics(pipeline, holdout, spec)

@@ -302,4 +302,4 @@ def test_the_result_keeps_gxs_fingerprint_of_its_first_batch(churn: ModelSpec) -
     batch = as_text(example_data.churn_batch(example_data.DEFAULT_START, rows=300))
     outcome = validate_frame(batch, churn)
     assert len(outcome.gx_result["meta"]["batch_markers"]["pandas_data_fingerprint"]) == 32
-    assert pandas_execution_engine.HASH_THRESHOLD == threshold, "the other batches' setting is undone"
+    assert threshold == pandas_execution_engine.HASH_THRESHOLD, "the other batches' setting is undone"
