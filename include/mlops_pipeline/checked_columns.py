@@ -2,7 +2,8 @@
 
 A snapshot's columns arrive as text (ingest keeps every value as the source sent it). GX checks
 each column in the form it checks fastest and a rule needs: text dictionary-encoded as a pandas
-Categorical (nulls, uniqueness, allowed values: hashed once per distinct value), numbers parsed
+Categorical (nulls, uniqueness, allowed values: hashed once per distinct value; the id column, all
+distinct, as Arrow-backed strings), numbers parsed
 once (ranges, `finite:`), and beside each typed column its raw text (`<name>__as_text`, for the
 `type:` regexes), so an unparseable value is a type violation rather than a silent null.
 :func:`checked_columns` builds them all (:class:`CheckedColumns`); `validation.py` runs the suite
@@ -62,6 +63,18 @@ def _categorical(column: pa.ChunkedArray) -> pd.Series:
     return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype=object)))
 
 
+def _distinct_text(column: pa.ChunkedArray) -> pd.Series:
+    """Text meant to be all distinct (the id column) as pandas' Arrow-backed strings, as it is.
+
+    Dictionary-encoding a column of distinct values saves nothing and costs two passes that hash
+    every value (Arrow's encoding, then pandas checking that the categories are unique): 5.6 s for
+    5M ids, against 0.1 s for this; GX's `unique:` and `not_null:` checks take about as long on
+    either form.
+    """
+    text = column if column.type in (pa.string(), pa.large_string()) else column.cast(pa.string())
+    return pd.Series(pd.arrays.ArrowStringArray(text))
+
+
 def parse_numbers(column: pa.ChunkedArray) -> np.ndarray:
     """The text's numbers as pandas' `to_numeric(errors="coerce")` reads them (NaN where it cannot).
 
@@ -115,7 +128,10 @@ class CheckedColumns:
 
 def checked_columns(table: pa.Table, spec: ModelSpec) -> CheckedColumns:
     """The forms GX checks: parsed numbers under the names, text beside typed columns."""
-    checked = {name: _categorical(table.column(name)) for name in table.column_names}
+    checked = {
+        name: (_distinct_text if name == spec.id_column else _categorical)(table.column(name))
+        for name in table.column_names
+    }
     raw = dict(checked)
     numbers: dict[str, np.ndarray] = {}
     parsed_columns = [

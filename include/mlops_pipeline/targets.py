@@ -49,8 +49,12 @@ def typed_target(values: pd.Series, spec: ModelSpec) -> pd.Series:
     """
     if not spec.is_classification:
         return pd.to_numeric(values, errors="raise").astype("float64")
-    text = _as_text(values)
     kind = label_type(spec)
+    if kind is int and values.dtype.kind in "iu":
+        # Integer labels already typed (the clean rows' Parquet): the same values the text route
+        # below gives, without writing and parsing every row (4M rows: 3.4 s).
+        return values.astype("int64")
+    text = _as_text(values)
     if kind is str:
         return text.astype(object)
     if kind is bool:

@@ -380,14 +380,12 @@ def _is_structural(rule: Rule) -> bool:
 
 
 @contextmanager
-def _batch_fingerprint(computed: bool) -> Iterator[None]:
-    """GX's batch fingerprint (an md5 over pandas' hash of every value, in its batch markers)
-    computed only where `computed`: the result keeps the first batch's markers, and hashing the
-    others' columns cost 4-6 s of 11-15 s at 5M rows. GX itself skips the fingerprint of a batch
-    over `HASH_THRESHOLD` bytes; a threshold of 0 skips it for every batch."""
-    if computed:
-        yield
-        return
+def _without_batch_fingerprints() -> Iterator[None]:
+    """GX's runs without its batch fingerprint (`pandas_data_fingerprint` in the batch markers: an
+    md5 over pandas' hash of every value of the in-memory batch, a form of our own making, while
+    the snapshot's own sha256 names the data). GX itself leaves it out for a batch over
+    `HASH_THRESHOLD` bytes; hashing 5M distinct ids that are not a Categorical takes ~6 s (pandas
+    factorizes them first), and dictionary-encoding them to make it cheap takes as long."""
     from great_expectations.execution_engine import pandas_execution_engine as engine
 
     threshold = engine.HASH_THRESHOLD  # an AttributeError if a GX release drops it (a test holds it)
@@ -418,7 +416,7 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
     rules on the batch's own columns as they came (dictionary-encoded text: they need only the
     names and the rows), other table-level rules on every checked form; the results are then put
     together in the order one run would give them (a test holds them equal). The first batch's
-    meta (GX's batch markers and fingerprint) is the result's.
+    meta (GX's batch markers) is the result's.
     """
     import great_expectations as gx
     from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
@@ -466,7 +464,7 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{name}_validation", data=batch, suite=suite)
         )
-        with _batch_fingerprint(position == 0):
+        with _without_batch_fingerprints():
             result = definition.run(
                 batch_parameters={"dataframe": frame},
                 result_format={"result_format": "COMPLETE"},
@@ -516,7 +514,8 @@ def render_data_docs(gx_result: Any) -> str:
 
 def _example(value: Any) -> str:
     """An unexpected value for a report: missing values as None, whatever form the column held."""
-    return "None" if value is None or (isinstance(value, float) and np.isnan(value)) else repr(value)
+    missing = value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+    return "None" if missing else repr(value)
 
 
 def _rule_results(rules: list[Rule], gx_result: Any) -> Iterator[tuple[Rule, RuleResult, list[int]]]:
@@ -552,19 +551,13 @@ def _clean_columns(columns: CheckedColumns, kept_rows: np.ndarray, spec: ModelSp
     # Copies of whole columns are most of this function's cost (5M rows: ~0.1 s each): the inputs
     # frame holds the arrays as they are, and the other columns are added beside the features.
     typed = features_frame(pd.DataFrame(inputs, copy=False), spec)
-    typed.insert(0, spec.id_column, _id_text(columns.checked[spec.id_column].iloc[kept_rows]))
+    # Ids as str objects, a missing one as "nan" (the word `astype(str)` gives it).
+    ids = columns.checked[spec.id_column].iloc[kept_rows].to_numpy(dtype=object, na_value="nan")
+    typed.insert(0, spec.id_column, ids)
     typed[spec.target] = _typed_labels(columns.checked[spec.target].iloc[kept_rows], spec)
     if (weights := spec.training.sample_weight_column) is not None:
         typed[weights] = columns.numbers[weights][kept_rows]
     return typed
-
-
-def _id_text(text: pd.Series) -> np.ndarray:
-    """Ids as str objects, a missing one as "nan" (`astype(str)`'s word): the dictionary-encoded
-    column's categories (str already: Arrow text) taken by the rows' codes, no row converted."""
-    categories = text.cat.categories.to_numpy(dtype=object)
-    words = np.concatenate([categories, np.array(["nan"], dtype=object)])
-    return words[text.cat.codes.to_numpy()]  # code -1 (missing) → the last word
 
 
 def _typed_labels(text: pd.Series, spec: ModelSpec) -> np.ndarray:

@@ -45,6 +45,14 @@ def test_without_classes_labels_are_integers_as_before() -> None:
         typed_target(pd.Series(["yes", "no"]), spec())
 
 
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
+def test_typed_integer_labels_are_the_labels_their_text_gives(dtype: str) -> None:
+    values = pd.Series([0, 3, 1, 0, 2], dtype=dtype, index=[5, 6, 7, 8, 9])
+    typed = typed_target(values, spec())
+    pd.testing.assert_series_equal(typed, typed_target(values.astype(str).astype(object), spec()))
+    assert typed.dtype == "int64"
+
+
 def test_text_labels_come_back_as_text() -> None:
     """With text classes, labels are the text as it came."""
     text = spec(target={"column": "label", "classes": ["no", "yes"], "positive": "yes"})
