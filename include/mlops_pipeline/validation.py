@@ -413,8 +413,8 @@ def run_suite(columns: CheckedColumns, rules: list[Rule], suite_name: str, run_n
     costs (columns x metrics) copies, and each batch costs a fixed setup. Column rules therefore
     run on batches of a few columns (`COLUMNS_PER_BATCH`, with their text forms; measured at 1M
     rows: 2.1 s for batches of 3 columns, 3.4 s for 1, 3.6 s for 20); the schema and row-count
-    rules on the batch's own columns as they came (dictionary-encoded text: they need only the
-    names and the rows), other table-level rules on every checked form; the results are then put
+    rules on the batch's own columns as text (`CheckedColumns.raw`: they need only the names and
+    the rows), other table-level rules on every checked form; the results are then put
     together in the order one run would give them (a test holds them equal). The first batch's
     meta (GX's batch markers) is the result's.
     """
