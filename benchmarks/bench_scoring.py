@@ -76,7 +76,7 @@ from mlops_pipeline.layout import PREDICTIONS, SHADOW
 from mlops_pipeline.predictions import PartFile, clean_stale_parts, publish_partition
 from mlops_pipeline.scoring import RunStamp, ScoreStats, model_classes, output_schema
 from mlops_pipeline.spec import ModelSpec, load_spec
-from mlops_pipeline.steps import stage_scored_input
+from mlops_pipeline.steps.score import ScoringDay, stage_scored_input
 from mlops_pipeline.store import LocalStore, glob_keys
 from mlops_pipeline.training import features_frame
 
@@ -208,12 +208,12 @@ def scoring_path(spec: ModelSpec, store: Any, pipeline: Any, token: str) -> dict
     clean_stale_parts(store, SHADOW, spec.name, ds)
     # score_input, once per file: the very function the mapped `score` tasks call
     stamp = RunStamp(spec.name, MODEL_VERSION, RUN_ID, LOGICAL_TS)
-    quarantine = layout.quarantine_prefix(spec.name, RUN_ID)
+    day = ScoringDay(
+        spec, store, store, ds, token, (pipeline, stamp), None, layout.quarantine_prefix(spec.name, RUN_ID)
+    )
     results = []
     for index, key in enumerate(keys):
-        staged = stage_scored_input(
-            spec, store, store, key, index, ds, token, (pipeline, stamp), None, quarantine
-        )
+        staged = stage_scored_input(day, key, index)
         results.append((PartFile(**staged["part"]), ScoreStats.from_dict(staged["stats"])))
     # score_publish
     stats = ScoreStats()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any, cast
 
@@ -99,27 +99,34 @@ def inputs(plan: ScorePlan) -> list[InputFile]:
     return list(plan["inputs"])
 
 
+@dataclass(frozen=True)
+class ScoringDay:
+    """What every input file of one run's day is scored with and staged under."""
+
+    spec: ModelSpec
+    store: ObjectStore  # where the parts, id hashes and quarantined rows are written
+    input_store: ObjectStore  # where the input files are read from
+    ds: str
+    token: str  # the run's staging token (`layout.part_key`)
+    model: tuple[Any, Any]  # (pipeline, RunStamp)
+    shadow_model: tuple[Any, Any] | None
+    quarantine_prefix: str
+
+
 def stage_scored_input(
-    spec: ModelSpec,
-    store: ObjectStore,
-    input_store: ObjectStore,
+    day: ScoringDay,
     key: str,
     index: int,
-    ds: str,
-    token: str,
-    model: tuple[Any, Any],
-    shadow_model: tuple[Any, Any] | None,
-    quarantine_prefix: str,
     attempt: int = 1,
     *,
     replacing: ScoredInput | None = None,
     repeated_elsewhere: RepeatedIds | None = None,
 ) -> ScoredInput:
-    """Score the input `key` of `input_store` (the file's position in the run: `index`) with
-    `model` = (pipeline, RunStamp) and stage the parts under the run's `token` in `store`, named
-    for the task's `attempt` (`layout.part_key`), with the file's distinct id hashes beside them.
+    """Score the input `key` of the day's input store (the file's position in the run: `index`)
+    with the day's model and stage the parts under its token, named for the task's `attempt`
+    (`layout.part_key`), with the file's distinct id hashes beside them.
 
-    With `shadow_model`, it scores the same rows into the shadow staging folder. Quarantined rows
+    With a shadow model, it scores the same rows into the shadow staging folder. Quarantined rows
     go to `<quarantine_prefix>/score/part-<index>.parquet`. Raises StepRejected when the file is
     refused (missing column, a `fail` rule broken). What each `score` task does, minus MLflow.
 
@@ -138,8 +145,10 @@ def stage_scored_input(
     from mlops_pipeline.scoring import score_file, sha256_file
     from mlops_pipeline.scoring_inputs import ScoringRejected, UnreadableInput
 
+    spec, store, input_store, ds, token = day.spec, day.store, day.input_store, day.ds, day.token
+    shadow_model = day.shadow_model
     assert spec.scoring is not None
-    pipeline, stamp = model
+    pipeline, stamp = day.model
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         local_input = folder / "input"
@@ -201,7 +210,7 @@ def stage_scored_input(
             )
         quarantine_key = None
         if result.quarantine_rows:
-            quarantine_key = layout.score_quarantine_part_key(quarantine_prefix, index)
+            quarantine_key = layout.score_quarantine_part_key(day.quarantine_prefix, index)
             store.upload_file(folder / "quarantine.parquet", quarantine_key)
     return {
         "index": index,
@@ -216,6 +225,22 @@ def stage_scored_input(
         "classes": _classes_json(pipeline, spec),
         "shadow_classes": None if shadow_model is None else _classes_json(shadow_model[0], spec),
     }
+
+
+def _scoring_day(spec: ModelSpec, store: ObjectStore, plan: ScorePlan, run: RunInfo) -> ScoringDay:
+    """The planned day with its models loaded and verified and its input store opened."""
+    model, shadow_model = _loaded_models(plan, run)
+    return ScoringDay(
+        spec,
+        store,
+        # Inputs under the store's own root reuse its client; others get the same credentials.
+        store.open_uri(plan["input_root"]),
+        plan["ds"],
+        plan["token"],
+        model,
+        shadow_model,
+        layout.quarantine_prefix(spec.name, run.dag_run_id),
+    )
 
 
 def _loaded_models(plan: ScorePlan, run: RunInfo) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
@@ -250,23 +275,9 @@ def score(
     from mlops_pipeline.faults import pause_point
 
     assert spec.scoring is not None
-    model, shadow_model = _loaded_models(plan, run)
-    # Inputs under the store's own root reuse its client; others get the same credentials.
-    input_store = store.open_uri(plan["input_root"])
-    claim_evidence(store, run, layout.quarantine_prefix(spec.name, run.dag_run_id))
-    staged = stage_scored_input(
-        spec,
-        store,
-        input_store,
-        item["key"],
-        int(item["index"]),
-        plan["ds"],
-        plan["token"],
-        model,
-        shadow_model,
-        layout.quarantine_prefix(spec.name, run.dag_run_id),
-        attempt,
-    )
+    day = _scoring_day(spec, store, plan, run)
+    claim_evidence(store, run, day.quarantine_prefix)
+    staged = stage_scored_input(day, item["key"], int(item["index"]), attempt)
     # The worker-death test kills the task here: its part is staged, the task has not returned.
     pause_point("score_staged")
     return staged
@@ -315,25 +326,13 @@ def rescore_files_with_ids_of_other_files(
         ", ".join(files),
         spec.id_column,
     )
-    model, shadow_model = _loaded_models(plan, run)
-    input_store = store.open_uri(plan["input_root"])
+    day = _scoring_day(spec, store, plan, run)
     rescored = list(results)
     for index in affected:
         result = results[index]
         try:
             rescored[index] = stage_scored_input(
-                spec,
-                store,
-                input_store,
-                result["input_key"],
-                int(result["index"]),
-                plan["ds"],
-                plan["token"],
-                model,
-                shadow_model,
-                layout.quarantine_prefix(spec.name, run.dag_run_id),
-                replacing=result,
-                repeated_elsewhere=repeated,
+                day, result["input_key"], int(result["index"]), replacing=result, repeated_elsewhere=repeated
             )
         except StepRejected as exc:
             raise StepRejected(
