@@ -56,8 +56,9 @@ ESTIMATOR_ALIASES: dict[str, dict[str, str]] = {
 # "classification" here stands for every classification task.
 ESTIMATORS: dict[str, set[str]] = {kind: set(paths) for kind, paths in ESTIMATOR_ALIASES.items()}
 # Packages whose estimators skops loads safely with the exact types a fitted pipeline holds
-# (tested: tests/unit/test_registry.py). A model of any other package could only be logged with
-# pickle or with skops told to trust what it cannot check: refused when the spec is read.
+# (tested: tests/unit/test_candidates.py and test_registry.py). A model of any other package could
+# only be logged with pickle or with skops told to trust what it cannot check: refused when the
+# spec is read.
 TRUSTED_ESTIMATOR_PACKAGES = ("sklearn", "lightgbm")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 

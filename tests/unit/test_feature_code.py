@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mlops_pipeline import registry
+from mlops_pipeline import candidates, registry
 from mlops_pipeline.feature_code import FeatureCodeError, build_from_factory, user_package
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.training import make_estimator
@@ -91,7 +91,7 @@ def test_skops_trusts_the_feature_codes_package_and_no_other(user_module: str) -
     """The trusted types are ours plus the packages the spec declares, never everything."""
     spec = spec_with(f"{user_module}.features:preprocessing")
     assert user_package(spec) == "team_code"
-    assert registry.declared_packages(spec) == ("sklearn", "team_code")
+    assert candidates.declared_packages(spec) == ("sklearn", "team_code")
     foreign = type("Foreign", (), {"__module__": "elsewhere.mod"})
     with pytest.raises(registry.RegistryError, match=r"should not trust: \['elsewhere\.mod\.Foreign'\]"):
-        registry.trusted_types(Pipeline([("odd", foreign())]), registry.declared_packages(spec))
+        candidates.trusted_types(Pipeline([("odd", foreign())]), candidates.declared_packages(spec))

@@ -29,7 +29,7 @@ MAX_INTEGER_CLASSES = 20
 # Share of the observed span added below the minimum and above the maximum.
 RANGE_MARGIN = 0.10
 
-# The text validation's `type:` rules accept (mlops_pipeline.validation): an integer column's values
+# The text validation's `type:` rules accept (mlops_pipeline.suite): an integer column's values
 # may carry a ".0" ("3.0"), a number's an exponent; surrounding spaces are allowed.
 _INTEGER_TEXT = re.compile(r"^\s*[-+]?\d+(?:\.0*)?\s*$")
 

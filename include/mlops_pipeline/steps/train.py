@@ -58,8 +58,8 @@ def ingest(spec: ModelSpec, store: ObjectStore, as_of: date, window_days: int | 
 
 def validate(spec: ModelSpec, store: ObjectStore, manifest: Snapshot, run: RunInfo) -> Validated:
     """Validate the snapshot with Great Expectations; publish results, quarantine, and the clean rows."""
+    from mlops_pipeline.candidates import columns_with_missing
     from mlops_pipeline.ingest import read_snapshot_table
-    from mlops_pipeline.registry import columns_with_missing
     from mlops_pipeline.targets import TargetError
     from mlops_pipeline.validation import publish_validation, validate_frame
 
@@ -165,9 +165,9 @@ def _read_side(store: ObjectStore, key: str, columns: list[str]) -> tuple[Any, A
 
 
 def _clean_columns(schema: Any, validated: Validated) -> Any:
-    """What MLflow records of all the clean rows (`registry.CleanColumns`) from a side's Parquet
+    """What MLflow records of all the clean rows (`candidates.CleanColumns`) from a side's Parquet
     schema and the payload, without reading the rows."""
-    from mlops_pipeline.registry import CleanColumns
+    from mlops_pipeline.candidates import CleanColumns
 
     empty = schema.empty_table().to_pandas()
     return CleanColumns(
@@ -181,7 +181,7 @@ def train(
     spec: ModelSpec, store: ObjectStore, manifest: Snapshot, validated: Validated, run: RunInfo
 ) -> Candidate:
     """Fit the pipeline on the clean rows and log it to MLflow with its lineage; the logged candidate."""
-    from mlops_pipeline import registry
+    from mlops_pipeline import candidates, registry
     from mlops_pipeline.evaluation import metrics_sample, model_metrics
     from mlops_pipeline.training import fit_train_rows
 
@@ -197,14 +197,14 @@ def train(
     # holdout), and predicting every training row again costs seconds per million rows.
     sample = metrics_sample(train_rows, spec.split.seed)
     train_metrics = {f"train_{k}": v for k, v in model_metrics(result.pipeline, sample, spec).items()}
-    candidate = registry.log_candidate(
+    candidate = candidates.log_candidate(
         result,
         spec,
         SnapshotManifest(**manifest),
         train_rows,
         train_metrics,
         run_tags={**run.tags(), "mlops.quarantined_rows": str(validated["quarantined_rows"])},
-        code=registry.code_version(settings.code_version),
+        code=candidates.code_version(settings.code_version),
         training_metrics_rows=len(sample),
         clean_columns=_clean_columns(schema, validated),
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops_pipeline import layout, registry, steps
+from mlops_pipeline import candidates, layout, registry, steps
 from mlops_pipeline.devtools.example_data import DIABETES_DS, write_example_data
 from mlops_pipeline.ingest import SnapshotManifest
 from mlops_pipeline.settings import get_settings
@@ -108,7 +108,7 @@ def test_train_logs_the_snapshot_as_dataset_and_its_metrics_sample(
         pytest.approx(full, abs=1e-9)
     )
     dataset = logged.inputs.dataset_inputs[0].dataset
-    assert dataset.digest == manifest["sha256"][: registry.DATASET_DIGEST_CHARS]
+    assert dataset.digest == manifest["sha256"][: candidates.DATASET_DIGEST_CHARS]
     assert json.loads(dataset.source)["uri"] == manifest["data_uri"]
     assert [c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]] == list(clean.columns)
     assert json.loads(dataset.profile)["num_rows"] == len(clean)
@@ -127,8 +127,8 @@ def test_train_logs_the_snapshot_as_dataset_and_its_metrics_sample(
 def test_validate_stores_the_split_of_the_clean_rows_once(churn: ModelSpec, store: LocalStore) -> None:
     """The two sides validate stores are exactly `split_frame` of its clean rows, in their order;
     what it says of missing values holds for all clean rows; train and evaluate read these files."""
+    from mlops_pipeline.candidates import CleanColumns
     from mlops_pipeline.ingest import read_snapshot_table
-    from mlops_pipeline.registry import CleanColumns
     from mlops_pipeline.training import split_frame
     from mlops_pipeline.validation import validate_frame
 
