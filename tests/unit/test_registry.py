@@ -4,64 +4,18 @@ verified loading, signature checks, promotion and rollback, of a candidate logge
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mlops_pipeline import candidates, registry
-from mlops_pipeline.devtools.example_data import diabetes_frame
-from mlops_pipeline.ingest import SnapshotManifest
-from mlops_pipeline.spec import ModelSpec, load_spec
+from mlops_pipeline import registry
+from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.store import LocalStore
-from mlops_pipeline.training import train_model
+
+from .mlflow_candidate import candidate_fixture, client_fixture, spec_fixture  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def spec() -> ModelSpec:
-    return load_spec(REPO / "include/models/diabetes.yaml")
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory, monkeypatch_module, spec: ModelSpec) -> Iterator:
-    import mlflow
-
-    root = tmp_path_factory.mktemp("mlflow")
-    monkeypatch_module.chdir(root)  # anything MLflow writes relative to the cwd stays in the temp dir
-    monkeypatch_module.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = registry.connect(f"sqlite:///{root}/mlflow.db")
-    mlflow.create_experiment(spec.name, artifact_location=(root / "artifacts").as_uri())
-    yield client
-    mlflow.set_tracking_uri(None)
-
-
-@pytest.fixture(scope="module")
-def candidate(client, spec: ModelSpec) -> registry.LoggedCandidate:
-    clean = diabetes_frame()
-    snapshot = SnapshotManifest(
-        model=spec.name,
-        as_of="2026-01-01",
-        window_start="2026-01-01",
-        window_days=1,
-        rows=len(clean),
-        columns=list(clean.columns),
-        sha256="ab" * 32,
-        data_uri="file:///data/snapshot.csv",
-        source_files=[],
-        missing_days=[],
-    )
-    return candidates.log_candidate(
-        train_model(clean, spec),
-        spec,
-        snapshot,
-        clean,
-        {"train_rmse": 50.0},
-        run_tags={"airflow.dag_id": "diabetes__train"},
-        code="test-code",
-    )
 
 
 def register(client, spec: ModelSpec, candidate: registry.LoggedCandidate):
