@@ -8,15 +8,23 @@
 # the pinned extras the stack needs (deploy/airflow/stack-requirements.txt), never whatever pip
 # would resolve today, and nothing at container start (no _PIP_ADDITIONAL_REQUIREMENTS).
 
+# The base image: the official Airflow image by default. The compose test builds on a stand-in
+# made from a Debian rootfs (deploy/test/images/airflow-base), because it runs where no image can
+# be pulled; `make compose-test BASE=official` builds on the official one.
+ARG AIRFLOW_BASE_IMAGE=apache/airflow:3.3.2-python3.11
+
 # ---------------------------------------------------------------------------------------------
 # Stage 1: turn uv.lock into a pinned requirements file. A throwaway stage, so the uv used to
 # read the lock (the same version as the Makefile's UV_VERSION; the image's own uv may be older
 # than the lock format) never ends up in the final image.
 # ---------------------------------------------------------------------------------------------
-FROM apache/airflow:3.3.2-python3.11 AS requirements
+FROM ${AIRFLOW_BASE_IMAGE} AS requirements
 
 ARG UV_VERSION=0.13.9
 SHELL ["/bin/bash", "-o", "pipefail", "-euc"]
+# Made by the image's user (airflow), not by WORKDIR, which creates a missing folder as root: uv
+# writes the requirements file beside the lock.
+RUN mkdir -p /tmp/lock
 WORKDIR /tmp/lock
 RUN pip install --no-cache-dir --quiet "uv==${UV_VERSION}"
 COPY pyproject.toml uv.lock ./
@@ -35,7 +43,7 @@ RUN python -m uv export --frozen --no-dev --no-hashes --no-emit-project --quiet 
 # ---------------------------------------------------------------------------------------------
 # Stage 2: the runtime image.
 # ---------------------------------------------------------------------------------------------
-FROM apache/airflow:3.3.2-python3.11
+FROM ${AIRFLOW_BASE_IMAGE}
 
 # Bytecode compiled at build time: every Airflow task is a fresh Python process, and without .pyc
 # files each one recompiles mlflow/GX/evidently/sklearn on import (2-3x slower task start).

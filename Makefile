@@ -57,6 +57,13 @@ test-fast: $(VENV)/.synced ## Run the tests not marked slow
 test-system: $(VENV)/.synced ## Run only the system tests (real Airflow components + MLflow, ~3 min)
 	$(VENV)/bin/pytest -m system
 
+# local: a private Docker engine and stand-in images (what `make test` runs); official: your own
+# Docker engine with Compose v2 and the official images.
+BASE ?= local
+.PHONY: compose-test
+compose-test: $(VENV)/.synced ## docker-compose.yaml for real: build, up with 2 workers, train + score via REST, down (BASE=local|official)
+	MLOPS_COMPOSE_BASE=$(BASE) $(VENV)/bin/pytest tests/deploy/test_compose_up.py
+
 .PHONY: lint
 lint: $(VENV)/.synced ## ruff (with Airflow's AIR rules) and mypy on the package
 	$(VENV)/bin/ruff check .

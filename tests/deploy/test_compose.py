@@ -1,7 +1,7 @@
 """The production-like stack's files: docker-compose.yaml, Dockerfile, .env.example, deploy/.
 
-No Docker engine runs here, so these tests check everything that can be checked without one:
-`docker-compose config` parses the file with a `.env` made by `make env` (Debian's docker-compose
+These tests check everything that can be checked without a Docker engine (test_compose_up.py
+builds and runs the stack for real): `docker-compose config` parses the file with a `.env` made by `make env` (Debian's docker-compose
 is installed with apt when missing), the file also validates against the Compose specification's
 JSON schema (`compose_spec.json`, from docker/compose 1.29.2, Apache-2.0), and the rules of the
 stack: every variable documented, secrets only from .env, a production auth manager, health
@@ -322,10 +322,14 @@ def test_image_airflow_version_is_the_locked_one() -> None:
     python = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
     python_minor = re.search(r"3\.\d+", python)
     assert python_minor is not None
-    froms = re.findall(r"(?m)^FROM\s+(\S+)", DOCKERFILE.read_text())
+    dockerfile = DOCKERFILE.read_text()
+    default_base = re.search(r"(?m)^ARG AIRFLOW_BASE_IMAGE=(\S+)$", dockerfile)
+    assert default_base, "the Dockerfile names no default AIRFLOW_BASE_IMAGE"
+    assert default_base.group(1) == f"apache/airflow:{airflow}-python{python_minor.group(0)}"
+    froms = re.findall(r"(?m)^FROM\s+(\S+)", dockerfile)
     assert froms, "no FROM in the Dockerfile"
     for image in froms:
-        assert image == f"apache/airflow:{airflow}-python{python_minor.group(0)}", image
+        assert image == "${AIRFLOW_BASE_IMAGE}", image
 
 
 def test_image_installs_from_the_lock_not_at_start() -> None:
@@ -496,3 +500,60 @@ def test_no_literal_secret_in_deploy_files() -> None:
                 if line.lstrip().startswith("#"):
                     continue
                 assert not literal.search(line), f"{path.relative_to(REPO)}: {line}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The compose test's override file (deploy/test/docker-compose.local.yaml)
+# ---------------------------------------------------------------------------------------------
+
+OVERRIDE_FILE = REPO / "deploy/test/docker-compose.local.yaml"
+# What the override may change per service: images only, and the S3 server's own start and check.
+OVERRIDE_MAY_CHANGE = {
+    "postgres": {"image"},
+    "redis": {"image"},
+    "minio": {"image", "command", "healthcheck"},
+    "minio-init": {"image", "entrypoint"},
+}
+
+
+def test_the_override_changes_images_only(services: dict[str, dict[str, Any]]) -> None:
+    override = yaml.safe_load(OVERRIDE_FILE.read_text())["services"]
+    assert set(override) == set(services)
+    for name, changes in override.items():
+        if "build" in services[name]:
+            # The project's image, built FROM a stand-in base on the host's network.
+            assert set(changes) == {"build"}, name
+            assert set(changes["build"]) <= {"context", "network", "args"}, name
+            assert set(changes["build"]["args"]) == {"AIRFLOW_BASE_IMAGE"}, name
+        else:
+            assert set(changes) <= OVERRIDE_MAY_CHANGE[name], name
+
+
+def test_docker_compose_config_parses_with_the_override(docker_compose: str, tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(render_env(ENV_EXAMPLE.read_text()))
+    result = subprocess.run(
+        [docker_compose, "--project-directory", str(REPO), "-f", str(COMPOSE_FILE), "-f", str(OVERRIDE_FILE),
+         "--env-file", str(env_file), "config"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    merged = yaml.safe_load(result.stdout)["services"]
+    assert merged["airflow-worker"]["build"]["args"]["AIRFLOW_BASE_IMAGE"].startswith("local/airflow-base:")
+    assert merged["postgres"]["image"].startswith("local/")
+    # The compose file's own settings survive the merge: health check, memory limit, init script.
+    assert merged["postgres"]["healthcheck"]["test"] == services_healthcheck("postgres")
+    assert "10-init-databases.sh" in " ".join(str(v) for v in merged["postgres"]["volumes"])
+
+
+def services_healthcheck(name: str) -> Any:
+    return raw_compose()["services"][name]["healthcheck"]["test"]
+
+
+def test_the_airflow_stand_in_keeps_the_official_images_conventions() -> None:
+    dockerfile = (REPO / "deploy/test/images/airflow-base/Dockerfile").read_text()
+    assert "useradd --uid 50000 --gid 0" in dockerfile
+    assert "AIRFLOW_HOME=/opt/airflow" in dockerfile
+    assert 'ENTRYPOINT ["/usr/bin/dumb-init", "--", "/entrypoint"]' in dockerfile
+    assert "USER airflow" in dockerfile

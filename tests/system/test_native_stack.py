@@ -21,8 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 import pytest
 from mlflow import MlflowClient
@@ -65,24 +64,9 @@ def admin(stack: Stack) -> Iterator[AirflowClient]:
         yield client
 
 
-def task_instances(client: AirflowClient, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """The run's task instances as the REST API returns them (with `hostname`)."""
-    response = client.request(
-        "GET",
-        f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances",
-        params={"limit": 1000},
-    )
-    assert response.status_code == 200, response.text
-    return list(response.json()["task_instances"])
-
-
-def label(ti: dict[str, Any]) -> str:
-    return ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]"
-
-
 def assert_succeeded(client: AirflowClient, run: DagRun, allowed: frozenset[str] = frozenset()) -> None:
     """The run succeeded and each task succeeded (or ended in one of the `allowed` states)."""
-    states = {label(ti): ti["state"] for ti in task_instances(client, run.dag_id, run.run_id)}
+    states = {ti.label: ti.state for ti in client.list_task_instances(run.dag_id, run.run_id)}
     assert run.state == "success", (run.dag_id, run.run_id, states)
     assert set(states.values()) <= {"success", *allowed}, (run.dag_id, run.run_id, states)
 
@@ -101,10 +85,10 @@ def wait_for_new_run(client: AirflowClient, dag_id: str, known: set[str], timeou
 def check_scoring_run(stack: Stack, client: AirflowClient, run: DagRun, ds: str, version: str) -> None:
     """A scoring run: succeeded, mapped over the day's files, ran on both workers, published `ds`."""
     assert_succeeded(client, run)
-    tis = task_instances(client, SCORE, run.run_id)
-    mapped = [ti for ti in tis if ti["task_id"] == "score"]
-    assert len(mapped) == FILES_PER_DAY, [label(ti) for ti in tis]
-    hosts = {label(ti): ti["hostname"] for ti in tis}
+    tis = client.list_task_instances(SCORE, run.run_id)
+    mapped = [ti for ti in tis if ti.task_id == "score"]
+    assert len(mapped) == FILES_PER_DAY, [ti.label for ti in tis]
+    hosts = {ti.label: ti.hostname for ti in tis}
     # Each worker takes at most `concurrency` (2) of the four files at once: both must have worked.
     assert set(hosts.values()) == set(stack.native.workers), (run.run_id, hosts)
 

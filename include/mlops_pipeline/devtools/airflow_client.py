@@ -85,6 +85,7 @@ class TaskInstance:
     map_index: int
     state: str | None
     try_number: int
+    hostname: str | None = None  # where it ran: the Celery worker's host name
 
     @property
     def label(self) -> str:
@@ -246,6 +247,7 @@ class AirflowClient:
                 map_index=int(item.get("map_index", -1)),
                 state=item.get("state"),
                 try_number=int(item.get("try_number") or 0),
+                hostname=item.get("hostname") or None,
             )
             for item in body["task_instances"]
         ]

@@ -108,6 +108,21 @@ def render_env(template: str, generators: Mapping[str, Callable[[], str]] = SECR
     return "".join(lines)
 
 
+def with_settings(text: str, settings: Mapping[str, str]) -> str:
+    """The .env `text` with each setting of `settings` given its value (in place; appended if absent)."""
+    remaining = dict(settings)
+    lines = []
+    for line in text.splitlines(keepends=True):
+        match = _SETTING.match(line.rstrip("\r\n"))
+        if match and match["key"] in remaining:
+            line = f"{match['key']}={remaining.pop(match['key'])}\n"
+        lines.append(line)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    lines += [f"{key}={value}\n" for key, value in remaining.items()]
+    return "".join(lines)
+
+
 def write_env(example: Path, output: Path) -> Path:
     """Write `output` from the template `example` with new secrets; never overwrite an existing file.
 

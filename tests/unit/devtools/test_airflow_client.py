@@ -196,8 +196,20 @@ def test_task_instances_and_log() -> None:
                 200,
                 json={
                     "task_instances": [
-                        {"task_id": "ingest", "map_index": -1, "state": "success", "try_number": 1},
-                        {"task_id": "score", "map_index": 3, "state": "failed", "try_number": 2},
+                        {
+                            "task_id": "ingest",
+                            "map_index": -1,
+                            "state": "success",
+                            "try_number": 1,
+                            "hostname": "",
+                        },
+                        {
+                            "task_id": "score",
+                            "map_index": 3,
+                            "state": "failed",
+                            "try_number": 2,
+                            "hostname": "w2",
+                        },
                         {"task_id": "promote", "map_index": -1, "state": None, "try_number": 0},
                     ],
                     "total_entries": 3,
@@ -211,10 +223,10 @@ def test_task_instances_and_log() -> None:
 
     with make_client(handler) as client:
         tis = client.list_task_instances("d", RUN_ID)
-        assert [(ti.label, ti.state, ti.try_number) for ti in tis] == [
-            ("ingest", "success", 1),
-            ("score[3]", "failed", 2),
-            ("promote", None, 0),
+        assert [(ti.label, ti.state, ti.try_number, ti.hostname) for ti in tis] == [
+            ("ingest", "success", 1, None),
+            ("score[3]", "failed", 2, "w2"),
+            ("promote", None, 0, None),
         ]
         assert client.get_task_log("d", RUN_ID, "score", 2, map_index=3) == "2026-03-01T10:00:02Z error boom"
 
