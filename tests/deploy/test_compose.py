@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlops_pipeline.devtools.compose_stack import locked_version
 from mlops_pipeline.devtools.envfile import SECRETS, render_env
 from mlops_pipeline.settings import Settings
 
@@ -183,13 +184,6 @@ def run_compose_config(binary: str, env_file: Path, home: Path) -> subprocess.Co
     )
 
 
-def locked_version(package: str) -> str:
-    lock = tomllib.loads((REPO / "uv.lock").read_text())
-    versions = [entry["version"] for entry in lock["package"] if entry["name"] == package]
-    assert len(versions) == 1, f"{package} is locked {len(versions)} times in uv.lock"
-    return versions[0]
-
-
 # ---------------------------------------------------------------------------------------------
 # The file parses
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +312,7 @@ def test_airflow_options_exist_in_airflow_config(services: dict[str, dict[str, A
 
 
 def test_image_airflow_version_is_the_locked_one() -> None:
-    airflow = locked_version("apache-airflow")
+    airflow = locked_version(REPO, "apache-airflow")
     python = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
     python_minor = re.search(r"3\.\d+", python)
     assert python_minor is not None

@@ -46,12 +46,12 @@ ONE_SHOT_SERVICES = frozenset({"airflow-init", "minio-init", "mlflow-init"})
 
 
 def locked_version(repo: Path, package: str) -> str:
-    """The version of `package` that uv.lock pins."""
+    """The version of `package` that uv.lock pins; `StackError` unless it pins exactly one."""
     lock = tomllib.loads((repo / "uv.lock").read_text(encoding="utf-8"))
-    for entry in lock["package"]:
-        if entry["name"] == package:
-            return str(entry["version"])
-    raise StackError(f"uv.lock pins no {package}")
+    versions = [str(entry["version"]) for entry in lock["package"] if entry["name"] == package]
+    if len(versions) != 1:
+        raise StackError(f"uv.lock pins {package} {len(versions)} times, not once")
+    return versions[0]
 
 
 def _makefile_uv_version(repo: Path) -> str:
