@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from mlops_pipeline.fairness import FairnessReport
 from mlops_pipeline.spec import GateSpec, ModelSpec
 from mlops_pipeline.training import features_frame, target_series
 
-CheckKind = Literal["floor", "regression", "slice", "latency", "size"]
+CheckKind = Literal["floor", "regression", "slice", "latency", "size", "fairness"]
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -301,6 +302,7 @@ class GateReport:
     candidate_metrics: dict[str, float]
     champion_metrics: dict[str, float] | None
     checks: list[GateCheck] = field(default_factory=list)
+    fairness: FairnessReport | None = None  # every group of every sensitive column
 
     @property
     def passed(self) -> bool:
@@ -344,11 +346,14 @@ def evaluate_gates(
     model_size_mb: float,
     candidate: dict[str, Any] | None = None,
     champion: dict[str, Any] | None = None,
+    fairness: FairnessReport | None = None,
 ) -> GateReport:
     """Decide whether a candidate may be promoted. Pure: no I/O, no clock.
 
     Floors are absolute (for lower-is-better metrics such as rmse, the "floor" is a ceiling);
-    the regression check compares the primary metric with the champion's on the same holdout.
+    the regression check compares the primary metric with the champion's on the same holdout;
+    each fairness limit is a ceiling on a disparity between the gated groups of a column
+    (`fairness.fairness_report`).
     """
     gates: GateSpec = spec.gates
     checks: list[GateCheck] = []
@@ -441,6 +446,7 @@ def evaluate_gates(
             message=f"model size {model_size_mb:.2f} MB must be <= {gates.max_model_size_mb}",
         )
     )
+    checks.extend(fairness_checks(fairness))
     return GateReport(
         model=spec.name,
         candidate=candidate or {},
@@ -448,7 +454,38 @@ def evaluate_gates(
         candidate_metrics=candidate_metrics,
         champion_metrics=champion_metrics,
         checks=checks,
+        fairness=fairness,
     )
+
+
+def fairness_checks(fairness: FairnessReport | None) -> list[GateCheck]:
+    """One check per disparity: at most its limit; reported, not gated, where fewer than two
+    groups were large enough to compare; failed where it could not be computed."""
+    if fairness is None:
+        return []
+    checks = []
+    for disparity in fairness.disparities:
+        name = f"fairness:{disparity.column}:{disparity.measure}"
+        sizes = ", ".join(f"{g.group}={g.rows}" for g in fairness.groups if g.column == disparity.column)
+        if disparity.value is None:
+            message = (
+                f"{name}: fewer than two groups have {fairness.min_group_rows} holdout rows ({sizes}):"
+                " reported, not gated"
+            )
+            checks.append(GateCheck(name, "fairness", None, disparity.limit, True, message))
+            continue
+        if not math.isfinite(disparity.value):
+            message = f"{name} could not be computed (groups: {sizes or 'none: the column is missing'})"
+            checks.append(GateCheck(name, "fairness", None, disparity.limit, False, message))
+            continue
+        of_class = f" (class {disparity.worst_class} against the rest)" if disparity.worst_class else ""
+        message = (
+            f"{name} {disparity.value:.4f}{of_class} between groups {', '.join(disparity.groups)}"
+            f" must be <= {disparity.limit}"
+        )
+        passed = disparity.value <= disparity.limit
+        checks.append(GateCheck(name, "fairness", disparity.value, disparity.limit, passed, message))
+    return checks
 
 
 def _fmt(value: float | None) -> str:
@@ -495,5 +532,26 @@ Champion: <code>{champion}</code></p>
 <table><tr><th>metric</th><th>candidate</th><th>champion</th></tr>
 {metric_rows}
 </table>
+{_fairness_html(report.fairness)}
 </body></html>
 """
+
+
+def _fairness_html(fairness: FairnessReport | None) -> str:
+    """The per-group table of the fairness gates (empty without them)."""
+    if fairness is None:
+        return ""
+    names = sorted({name for group in fairness.groups for name in group.metrics})
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in names)
+    rows = "\n".join(
+        f"<tr class='{'ok' if g.gated else ''}'><td>{html.escape(g.column)}</td><td>{html.escape(g.group)}</td>"
+        f"<td>{g.rows}</td><td>{'yes' if g.gated else 'no (too few rows)'}</td>"
+        + "".join(f"<td>{_fmt(g.metrics.get(name))}</td>" for name in names)
+        + "</tr>"
+        for g in fairness.groups
+    )
+    return f"""<h2>Fairness: the candidate per group (holdout)</h2>
+<p>Groups with fewer than {fairness.min_group_rows} rows are shown, not compared.</p>
+<table><tr><th>column</th><th>group</th><th>rows</th><th>compared</th>{header}</tr>
+{rows}
+</table>"""

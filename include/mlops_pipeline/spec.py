@@ -312,6 +312,62 @@ class SliceFloor(_Strict):
     )
 
 
+class FairnessSpec(_Strict):
+    """Limits on how differently the candidate treats the groups of sensitive columns (Fairlearn).
+
+    A column that is not a feature is kept for evaluation only: read from the source as text,
+    carried to the holdout, never fed to the model. Each limit is checked per column over its
+    groups with at least `min_group_rows` holdout rows (smaller groups are reported, not gated).
+    """
+
+    columns: list[str] = Field(
+        min_length=1,
+        description="Sensitive columns: category/boolean features, or columns kept only for evaluation.",
+    )
+    max_demographic_parity_difference: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Classification: largest gap in the share of rows predicted positive between groups"
+            " (multiclass: per class, one against the rest, the worst class)."
+        ),
+    )
+    max_equalized_odds_difference: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Classification: largest gap in true-positive or false-positive rate between groups"
+            " (multiclass: per class, one against the rest, the worst class)."
+        ),
+    )
+    max_error_gap: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Regression: largest gap in mean absolute error between groups, in the target's units.",
+    )
+    min_group_rows: int = Field(
+        default=30, ge=1, description="Groups with fewer holdout rows are reported, not gated."
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"columns are named more than once: {value}")
+        return value
+
+    @property
+    def classification_limits(self) -> dict[str, float]:
+        """The limits a classifier is checked against, by Fairlearn's measure name."""
+        limits = {
+            "demographic_parity_difference": self.max_demographic_parity_difference,
+            "equalized_odds_difference": self.max_equalized_odds_difference,
+        }
+        return {name: limit for name, limit in limits.items() if limit is not None}
+
+
 class GateSpec(_Strict):
     """What a candidate must show before it may be promoted."""
 
@@ -323,6 +379,7 @@ class GateSpec(_Strict):
     slices: list[SliceFloor] = Field(default_factory=list)
     max_latency_ms_per_1k: float = Field(default=500.0, gt=0)
     max_model_size_mb: float = Field(default=100.0, gt=0)
+    fairness: FairnessSpec | None = None
 
 
 class DriftSpec(_Strict):
@@ -528,11 +585,45 @@ class ModelSpec(_Strict):
             raise ValueError(
                 f"gates: metrics {sorted(unknown)} do not apply to {self.task}; use {sorted(allowed_metrics)}"
             )
+        self._check_fairness()
         if unknown_cols := set(self.drift.column_thresholds) - set(self.features):
             raise ValueError(f"drift.column_thresholds: {sorted(unknown_cols)} are not features")
         if unknown_cols := set(self.drift.column_methods) - set(self.features):
             raise ValueError(f"drift.column_methods: {sorted(unknown_cols)} are not features")
         return self
+
+    def _check_fairness(self) -> None:
+        fairness = self.gates.fairness
+        if fairness is None:
+            return
+        for column in fairness.columns:
+            feature = self.features.get(column)
+            if feature is not None and feature.type not in ("category", "boolean"):
+                raise ValueError(
+                    f"gates.fairness.columns: {column!r} is a {feature.type} feature; sensitive columns"
+                    " are groups (category or boolean features, or columns kept only for evaluation)"
+                )
+            if column in {self.id_column, self.target, self.training.sample_weight_column}:
+                raise ValueError(
+                    f"gates.fairness.columns: {column!r} is the id, the target or the sample weights"
+                )
+        if self.is_classification:
+            if fairness.max_error_gap is not None:
+                raise ValueError(
+                    "gates.fairness.max_error_gap is for regression; a classifier has no error gap"
+                )
+            if not fairness.classification_limits:
+                raise ValueError(
+                    "gates.fairness: give max_demographic_parity_difference and/or max_equalized_odds_difference"
+                )
+        else:
+            if fairness.classification_limits:
+                raise ValueError(
+                    f"gates.fairness: {sorted(fairness.classification_limits)} are for classification;"
+                    " a regression takes max_error_gap"
+                )
+            if fairness.max_error_gap is None:
+                raise ValueError("gates.fairness: give max_error_gap (the gap in mean absolute error)")
 
     def _check_labels(self) -> None:
         if not self.is_classification and (
@@ -580,11 +671,25 @@ class ModelSpec(_Strict):
         return self.task in CLASSIFICATION_TASKS
 
     @property
+    def evaluation_columns(self) -> list[str]:
+        """Columns kept only to evaluate the model (the fairness gates' sensitive columns that are
+        not features): read and validated as present, never fed to the model."""
+        if self.gates.fairness is None:
+            return []
+        return [column for column in self.gates.fairness.columns if column not in self.features]
+
+    @property
     def columns(self) -> list[str]:
-        """All columns a training batch must have: id, features, target, sample weights if named
-        (the derived id is added on reading)."""
+        """All columns a training batch must have: id, features, target, sample weights if named,
+        evaluation-only columns (the derived id is added on reading)."""
         weights = [self.training.sample_weight_column] if self.training.sample_weight_column else []
-        return [*([] if self.derived_row_id else [self.id_column]), *self.features, self.target, *weights]
+        return [
+            *([] if self.derived_row_id else [self.id_column]),
+            *self.features,
+            self.target,
+            *weights,
+            *self.evaluation_columns,
+        ]
 
     def metric_higher_is_better(self, metric: str) -> bool:
         """Whether a larger value of `metric` is an improvement."""

@@ -345,7 +345,8 @@ def _rule_results(rules: list[Rule], gx_result: Any) -> Iterator[tuple[Rule, Rul
 
 
 def _clean_columns(columns: CheckedColumns, kept_rows: np.ndarray, spec: ModelSpec) -> pd.DataFrame:
-    """Id, typed features and typed target of the rows that passed, typed as `features_frame` does."""
+    """Id, typed features and typed target of the rows that passed, typed as `features_frame` does
+    (and the sample weights and evaluation-only columns beside them)."""
     inputs: dict[str, Any] = {}
     for name, feature in spec.features.items():
         if name in columns.numbers:
@@ -365,6 +366,9 @@ def _clean_columns(columns: CheckedColumns, kept_rows: np.ndarray, spec: ModelSp
     typed[spec.target] = _typed_labels(columns.checked[spec.target].iloc[kept_rows], spec)
     if (weights := spec.training.sample_weight_column) is not None:
         typed[weights] = columns.numbers[weights][kept_rows]
+    for name in spec.evaluation_columns:  # as text, for the fairness gates' groups
+        if name in columns.checked:  # absent only where the schema policy let it be
+            typed[name] = _nan_text(columns.checked[name].iloc[kept_rows])
     return typed
 
 

@@ -145,12 +145,14 @@ def _write_split(spec: ModelSpec, store: ObjectStore, run: RunInfo, clean: Any) 
 
 def _model_columns(spec: ModelSpec, *, slices: bool) -> list[str]:
     """The clean columns the train (and with `slices`, the evaluate) step reads: the features, the
-    target, the sample weights, and the gates' slice columns."""
+    target, the sample weights, and the gates' slice and sensitive columns."""
     wanted = [*spec.features, spec.target]
     if spec.training.sample_weight_column is not None:
         wanted.append(spec.training.sample_weight_column)
     if slices:
         wanted.extend(slice_spec.column for slice_spec in spec.gates.slices)
+        if spec.gates.fairness is not None:
+            wanted.extend(spec.gates.fairness.columns)
     return list(dict.fromkeys(wanted))
 
 
@@ -232,6 +234,7 @@ def evaluate(
         render_html,
         slice_metrics,
     )
+    from mlops_pipeline.fairness import fairness_report
 
     client = registry.configured_client()
     holdout, _ = _read_side(store, validated["holdout_key"], _model_columns(spec, slices=True))
@@ -255,6 +258,7 @@ def evaluate(
         candidate["model_size_mb"],
         candidate={"run_id": candidate["run_id"], "holdout_rows": len(holdout)},
         champion=champion_info,
+        fairness=fairness_report(predictions, holdout, spec),
     )
     claim_evidence(store, run, layout.reports_prefix(spec.name, run.dag_run_id))
     json_key = layout.gate_report_key(spec.name, run.dag_run_id, "json")
