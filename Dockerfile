@@ -60,7 +60,8 @@ RUN uv pip install --no-cache "apache-airflow==${AIRFLOW_VERSION}" -r /tmp/requi
 # Editable install: the package is imported from /opt/airflow/include, so the mounted include/
 # and dags/ are always the same version of the code; no sys.path edits, no PYTHONPATH.
 # --no-deps: every dependency came from the lock above.
-COPY --chown=airflow:0 pyproject.toml README.md /opt/airflow/
+# uv.lock too: its sha256 is recorded with every model (candidates.lock_sha256), for `mlops reproduce`.
+COPY --chown=airflow:0 pyproject.toml README.md uv.lock /opt/airflow/
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/

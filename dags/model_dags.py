@@ -1,5 +1,5 @@
-"""DAG factory: every model spec in include/models/ becomes `<model>__train` and `<model>__rollback`
-and, when the spec has a scoring section, `<model>__score` and `<model>__monitor`.
+"""DAG factory: every model spec in include/models/ becomes `<model>__train`, `<model>__rollback`
+and `<model>__reproduce` and, when the spec has a scoring section, `<model>__score` and `<model>__monitor`.
 
 This file only declares. Each task is a thin wrapper around the function of the same name in
 `mlops_pipeline.steps.<kind>` (`train`, `score`, `monitor`, `rollback`); the payloads between tasks
@@ -34,6 +34,7 @@ from mlops_pipeline.steps.results import (
     Promotion,
     Published,
     Registered,
+    Reproduced,
     ScoredInput,
     ScorePlan,
     Snapshot,
@@ -257,6 +258,48 @@ def rollback_dag(spec: ModelSpec) -> DAG:
     return roll_back()
 
 
+def reproduce_dag(spec: ModelSpec) -> DAG:
+    """The `<model>__reproduce` DAG of one spec."""
+
+    @dag(
+        dag_id=f"{spec.name}__reproduce",
+        description=f"Rebuild a version of {spec.name} from its lineage and prove it is the same model",
+        doc_md=(
+            f"### {spec.name}: reproduce a version\n\nRe-trains `version` from what was recorded with it "
+            "(its snapshot, the spec as used, the seed) and checks that its holdout predictions are "
+            "bit-identical and its model file has the same sha256. The report "
+            "(`reports/<model>/<run>/reproduction.json`) names the first difference (spec, data, "
+            "predictions, artifact) and what changed in the environment since (code version, lock "
+            "file, package versions); the version is tagged `reproduction: identical|different`."
+        ),
+        schedule=None,
+        **dag_defaults(spec, "reproduce"),
+        params={
+            "version": Param(
+                1,
+                type="integer",
+                minimum=1,
+                maximum=MAX_MODEL_VERSION,
+                title="Model version",
+                description="The registered version to rebuild.",
+            ),
+        },
+    )
+    def reproducing() -> None:
+        @task
+        def reproduce() -> Reproduced:
+            from mlops_pipeline.steps import reproduce as steps
+
+            context = get_current_context()
+            params = strict_params(context)
+            with rejections_fail_the_task():
+                return steps.reproduce(spec, task_store(), str(int(params["version"])), run_info(context))
+
+        reproduce()
+
+    return reproducing()
+
+
 SCORE_DOC = """
 ### {name}: batch scoring
 
@@ -466,6 +509,7 @@ def monitor_dag(spec: ModelSpec) -> DAG:
 for _spec in load_specs(default_models_dir()).specs.values():
     globals()[f"{_spec.name}__train"] = train_dag(_spec)
     globals()[f"{_spec.name}__rollback"] = rollback_dag(_spec)
+    globals()[f"{_spec.name}__reproduce"] = reproduce_dag(_spec)
     if _spec.scoring is not None:
         globals()[f"{_spec.name}__score"] = score_dag(_spec)
         globals()[f"{_spec.name}__monitor"] = monitor_dag(_spec)

@@ -33,6 +33,8 @@ DATASET_DIGEST_CHARS = 36
 # skops refuses to load types it was not told to trust. We trust exactly the types our own
 # pipeline is made of, and only if they come from these libraries (checked at log time).
 _TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+# The run artifact holding the spec as used (`spec_record`).
+SPEC_ARTIFACT = "spec.json"
 
 
 def code_version(configured: str | None = None) -> str:
@@ -78,6 +80,25 @@ def package_versions(estimator_package: str = "sklearn") -> dict[str, str]:
         "mlflow": mlflow.__version__,
         "mlops-pipeline": mlops_pipeline.__version__,
     }
+
+
+# The lock file of the environment, beside the package's folder (include/), in a checkout and in the
+# image (the Dockerfile copies it to /opt/airflow/uv.lock).
+LOCK_FILE = Path(__file__).resolve().parents[2] / "uv.lock"
+
+
+def lock_sha256(lock_file: Path = LOCK_FILE) -> str:
+    """The sha256 of the lock file the environment was installed from; 'unknown' without one."""
+    return file_sha256(lock_file) if lock_file.is_file() else "unknown"
+
+
+def spec_record(spec: ModelSpec) -> tuple[dict[str, Any], str]:
+    """The spec as used, in JSON form (what `ModelSpec.model_validate` reads back), and its sha256
+    over the canonical JSON: logged with every candidate so it can be rebuilt with exactly it."""
+    import hashlib
+
+    used = spec.model_dump(mode="json", by_alias=True)
+    return used, hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()
 
 
 def declared_packages(spec: ModelSpec) -> tuple[str, ...]:
@@ -221,7 +242,9 @@ def log_candidate(
     """
     import mlflow
     import mlflow.sklearn
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
+
+    from mlops_pipeline.model_file import DETERMINISTIC_SKLEARN
 
     experiment = mlflow.set_experiment(spec.name)
     features = features_frame(clean.head(200), spec)
@@ -250,9 +273,13 @@ def log_candidate(
                         "rank": float(candidate.rank),
                     }
                 )
+        used_spec, spec_sha256 = spec_record(spec)
+        mlflow.log_dict(used_spec, SPEC_ARTIFACT)
         mlflow.set_tags(
             {
                 "code_version": code,
+                "spec_sha256": spec_sha256,
+                "lock_sha256": lock_sha256(),
                 "data_sha256": snapshot.sha256,
                 "data_uri": snapshot.data_uri,
                 "data_as_of": snapshot.as_of,
@@ -263,9 +290,14 @@ def log_candidate(
         signature = infer_signature(
             features, output if output is not None else result.pipeline.predict(features)
         )
-        info = mlflow.sklearn.log_model(
-            sk_model=result.pipeline,
+        # MLflow's sklearn flavor, the skops file made canonical (model_file.py): the same pipeline
+        # always gives the same bytes, so a rebuilt model's sha256 can equal the logged one.
+        info = Model.log(
+            artifact_path=None,  # MLflow 3: the logged model's `name` instead
             name="model",
+            flavor=DETERMINISTIC_SKLEARN,
+            flavor_name="mlflow.sklearn",
+            sk_model=result.pipeline,
             serialization_format="skops",
             skops_trusted_types=trusted_types(result.pipeline, declared_packages(spec)),
             signature=signature,

@@ -137,6 +137,11 @@ def drift_report_key(model: str, run_id: str, name: str, extension: str) -> str:
     return f"{reports_prefix(model, run_id)}/{name}.{extension}"
 
 
+def reproduction_report_key(model: str, run_id: str) -> str:
+    """One reproduce run's report: each check of a version rebuilt from its lineage (JSON)."""
+    return f"{reports_prefix(model, run_id)}/reproduction.json"
+
+
 def monitoring_summary_key(model: str, run_id: str) -> str:
     """What one monitoring run checked and found (JSON)."""
     return f"{reports_prefix(model, run_id)}/monitoring.json"

@@ -200,7 +200,7 @@ def expected_sha256(version: ModelVersion) -> str:
 def scoring_version(client: MlflowClient, model: str, pinned: str | None) -> ModelVersion:
     """The version to score with: `pinned` if given (it must exist), else the `champion`."""
     if pinned is not None:
-        return _existing_version(client, model, pinned)
+        return existing_version(client, model, pinned)
     champion = alias_version(client, model, CHAMPION)
     if champion is None:
         raise RegistryError(f"{model} has no champion yet: train and promote a model first, or pin a version")
@@ -387,7 +387,8 @@ def promote(
     return _move_champion(client, store, record, already_there=already_there)
 
 
-def _existing_version(client: MlflowClient, model: str, version: str) -> ModelVersion:
+def existing_version(client: MlflowClient, model: str, version: str) -> ModelVersion:
+    """`model` v`version` from the registry; RegistryError naming it when there is none."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -423,7 +424,7 @@ def rollback(
                 f"{model} v{current.version} has no previous champion in the promotion history"
             )
         to_version = candidates[-1]
-    target = _existing_version(client, model, str(to_version))
+    target = existing_version(client, model, str(to_version))
     if target.tags.get("gates_passed") != "true":
         raise RegistryError(f"{model} v{to_version} never passed its gates; refusing to make it champion")
     if str(to_version) == str(current.version):

@@ -381,3 +381,50 @@ def fit_train_rows(train: pd.DataFrame, spec: ModelSpec, holdout_rows: int) -> T
         params=params,
         search=candidates,
     )
+
+
+# The two sides of the clean rows, as the validate step stores them and train/evaluate read them.
+SIDES = ("train", "holdout")
+
+
+def clean_sides_parquet(clean: pd.DataFrame, spec: ModelSpec) -> dict[str, tuple[bytes, int]]:
+    """The clean rows split once by hashed id (:func:`holdout_mask`), each side as Parquet bytes
+    with its row count: what `validate` stores and `mlops reproduce` rebuilds byte for byte."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    mask = holdout_mask(clean[spec.id_column], spec.split.holdout_fraction, spec.split.seed)
+    table = pa.Table.from_pandas(clean, preserve_index=False)
+    sides = {}
+    for side, rows in zip(SIDES, (~mask, mask), strict=True):
+        buffer = io.BytesIO()
+        pq.write_table(table.filter(pa.array(rows)), buffer)
+        sides[side] = (buffer.getvalue(), int(np.count_nonzero(rows)))
+    return sides
+
+
+def model_columns(spec: ModelSpec, *, evaluation: bool) -> list[str]:
+    """The clean columns the train step reads (the features, the target, the sample weights) and,
+    with `evaluation`, the evaluate step too (the gates' slice and sensitive columns)."""
+    wanted = [*spec.features, spec.target]
+    if spec.training.sample_weight_column is not None:
+        wanted.append(spec.training.sample_weight_column)
+    if evaluation:
+        wanted.extend(slice_spec.column for slice_spec in spec.gates.slices)
+        if spec.gates.fairness is not None:
+            wanted.extend(spec.gates.fairness.columns)
+    return list(dict.fromkeys(wanted))
+
+
+def read_clean_side(data: bytes, columns: list[str]) -> tuple[pd.DataFrame, Any]:
+    """One side of the clean rows (Parquet bytes), only `columns` of it (those present), as pandas
+    wrote them; and the file's schema (every clean column)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(io.BytesIO(data))
+    present = [name for name in columns if name in parquet.schema_arrow.names]
+    return parquet.read(columns=present).to_pandas(), parquet.schema_arrow

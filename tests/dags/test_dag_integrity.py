@@ -27,7 +27,7 @@ HEAVY = ("sklearn", "mlflow", "great_expectations", "evidently", "pandas")
 PARSE_BUDGET_50_SPECS_S = 12.0
 MODELS = sorted(path.stem for path in (REPO / "include" / "models").glob("*.yaml"))
 SCORED = ["churn", "penguins"]  # the example specs with a scoring section
-EXPECTED_DAGS = {f"{m}__{kind}" for m in MODELS for kind in ("train", "rollback")} | {
+EXPECTED_DAGS = {f"{m}__{kind}" for m in MODELS for kind in ("train", "rollback", "reproduce")} | {
     f"{m}__{kind}" for m in SCORED for kind in ("score", "monitor")
 }
 
@@ -82,7 +82,7 @@ def test_parsing_50_specs_stays_within_its_budget(tmp_path) -> None:
         (models / f"m{index:02d}.yaml").write_text(template.replace("name: churn", f"name: m{index:02d}"))
     result = _parse_in_fresh_interpreter({**os.environ, "MLOPS_MODELS_DIR": str(models)})
     assert result["errors"] == []
-    assert result["dags"] == 50 * 4
+    assert result["dags"] == 50 * 5  # train, rollback, reproduce, score, monitor
     assert result["seconds"] < PARSE_BUDGET_50_SPECS_S, (
         f"parsing 50 specs took {result['seconds']:.1f} s, over the budget of {PARSE_BUDGET_50_SPECS_S} s"
     )
@@ -226,6 +226,12 @@ BAD_VALUES = {
         ("reason", "ok"),  # minLength 3
         ("reason", "x" * 501),
     ],
+    "reproduce": [
+        ("version", 0),
+        ("version", 2**31),
+        ("version", "3"),
+        ("version", None),  # which version to rebuild must be said
+    ],
     "score": [
         ("ds", "2026-3-1"),
         ("ds", "x" * 1_000_000),
@@ -268,6 +274,7 @@ def test_param_schemas_accept_their_limits(dagbag) -> None:
     for dag_id, values in (
         ("churn__train", {"as_of": "2026-02-28", "window_days": 3650, "reason": "x" * MAX_REASON_LENGTH}),
         ("churn__rollback", {"to_version": MAX_MODEL_VERSION, "reason": "x" * 500}),
+        ("churn__reproduce", {"version": MAX_MODEL_VERSION}),
         ("churn__score", {"ds": "2026-03-01", "model_version": MAX_MODEL_VERSION, "shadow": True}),
         ("churn__monitor", {"end": "2026-04-04", "window_days": 365, "dry_run": True}),
     ):

@@ -151,6 +151,8 @@ BAD_CONF = [
     ("churn__rollback", {"to_version": "latest", "reason": "not a number"}, "to_version"),
     ("churn__rollback", {"reason": "no"}, "reason"),
     ("churn__rollback", {"reason": BIG}, "reason"),
+    ("churn__reproduce", {"version": 0}, "version"),
+    ("churn__reproduce", {"version": "latest"}, "version"),
     ("churn__score", {"ds": "2026-02-30"}, "ds"),
     ("churn__score", {"ds": BIG}, "ds"),
     ("churn__score", {"model_version": 99999999999999999999}, "model_version"),
@@ -265,6 +267,7 @@ def test_unknown_conf_keys_fail_the_first_task_of_every_dag_with_nothing_changed
             "as_off",
         ),
         "churn__score": ("plan", {"ds": "2026-03-02", "shadoww": True}, "shadoww"),
+        "churn__reproduce": ("reproduce", {"version": int(champion.version), "versoin": 2}, "versoin"),
         "churn__monitor": ("check", {"end": "2026-04-04", "window_days": 3, "extra": BIG}, "extra"),
     }
     # Accepted by the API, as Airflow accepts any undeclared key: the run exists, the task refuses.
@@ -284,6 +287,7 @@ def test_unknown_conf_keys_fail_the_first_task_of_every_dag_with_nothing_changed
 
     assert registry.get_model_version_by_alias("churn", "champion").version == champion.version
     assert not registry.get_model_version("churn", target.version).aliases
+    assert "reproduction" not in registry.get_model_version("churn", champion.version).tags
     assert _store_keys(stack.store, *watched) == before
 
 

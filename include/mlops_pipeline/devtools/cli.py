@@ -12,6 +12,11 @@ with the reason on stderr when the sample cannot give a spec.
 local processes instead (CeleryExecutor with two workers on this machine's PostgreSQL and Redis,
 MLflow on PostgreSQL, an S3 API server holding the store; :mod:`mlops_pipeline.devtools.native_stack`),
 state in `<project>/.demo/stack/`; `mlops stack down` stops it and drops its throwaway databases.
+
+`mlops reproduce MODEL VERSION` rebuilds a registered version from its lineage, here, with the
+settings of the environment (`MLOPS_STORE_URI`, `MLFLOW_TRACKING_URI` and their credentials), and
+prints each check (:mod:`mlops_pipeline.reproduction`; the `<model>__reproduce` DAG does the same
+in Airflow). Exit 0 when the rebuild is the same model, 1 when it differs, 2 when it cannot start.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from mlops_pipeline.devtools.airflow_client import (
 from mlops_pipeline.devtools.demo import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_RUN_FAILED,
     EXIT_SETUP_FAILED,
     DemoError,
     credentials_lines,
@@ -98,6 +104,34 @@ def stack(project: Path, action: str, *, workers: int = 2) -> int:
     return EXIT_OK
 
 
+def reproduce(model: str, version: int) -> int:
+    """`mlops reproduce MODEL VERSION`: rebuild a version from its lineage and compare (see above)."""
+    from pydantic import ValidationError
+
+    from mlops_pipeline import registry
+    from mlops_pipeline.reproduction import reproduce_version
+    from mlops_pipeline.settings import get_settings
+    from mlops_pipeline.store import open_store
+
+    try:
+        settings = get_settings()
+        report = reproduce_version(
+            registry.configured_client(), open_store(settings.store_uri), model, str(version)
+        )
+    except (ValidationError, ValueError, registry.RegistryError) as exc:
+        print(f"mlops reproduce: {exc}", file=sys.stderr, flush=True)
+        return EXIT_SETUP_FAILED
+    for check in report.checks:
+        say(f"{'ok  ' if check.passed else 'DIFF'} {check.name}: {check.detail}")
+    for difference in report.environment_differences:
+        say(f"     environment since training: {difference}")
+    if report.identical:
+        say(f"{model} v{version} was rebuilt exactly from its lineage")
+        return EXIT_OK
+    say(f"{model} v{version} could not be reproduced exactly: {report.first_difference}")
+    return EXIT_RUN_FAILED
+
+
 def example_data(store_uri: str) -> int:
     """`mlops example-data --store URI`: write the example data into any store."""
     from mlops_pipeline.devtools.example_data import write_example_data
@@ -120,6 +154,12 @@ def _json_object(text: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
     return value
+
+
+def _version(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a version is a number from 1, not {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--project-dir", type=Path, default=None, help="the project checkout (default: detected)"
         )
+    reproduce_cmd = commands.add_parser(
+        "reproduce",
+        help="rebuild a registered version from its recorded snapshot, spec and seed and prove it is the same model",
+    )
+    reproduce_cmd.add_argument("model", help="the model's name")
+    reproduce_cmd.add_argument("version", type=_version, help="the registered version to rebuild")
     data_cmd = commands.add_parser("example-data", help="write the example data into a store")
     data_cmd.add_argument("--store", required=True, help="file:///absolute/path or s3://bucket/prefix")
     spec_cmd = commands.add_parser("spec", help="model specs: `infer` prints a first spec for a sample table")
@@ -187,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "example-data":
         return example_data(args.store)
+    if args.command == "reproduce":
+        return reproduce(args.model, args.version)
     if args.command == "spec":
         import pandas as pd
 

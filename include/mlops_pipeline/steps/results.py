@@ -107,6 +107,16 @@ def promotion(record: PromotionRecord) -> Promotion:
     )
 
 
+class Reproduced(TypedDict):
+    """`reproduce`: a version rebuilt exactly from its lineage (`reproduction.ReproductionReport`)."""
+
+    version: str
+    identical: bool
+    report_uri: str
+    checks: list[str]  # what each check found
+    environment_differences: list[str]  # then -> now; none changed the model
+
+
 # --- <model>__score --------------------------------------------------------------------------------
 
 

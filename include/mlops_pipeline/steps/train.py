@@ -6,7 +6,6 @@ promote is Airflow's ApprovalOperator and has none).
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import asdict
 from datetime import date
@@ -119,22 +118,13 @@ def _described(snapshot: SnapshotManifest) -> str:
 
 def _write_split(spec: ModelSpec, store: ObjectStore, run: RunInfo, clean: Any) -> dict[str, Any]:
     """Split the clean rows by hashed id once and store each side as Parquet; keys and row counts."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from mlops_pipeline.training import clean_sides_parquet
 
-    from mlops_pipeline.training import holdout_mask
-
-    mask = holdout_mask(clean[spec.id_column], spec.split.holdout_fraction, spec.split.seed)
-    table = pa.Table.from_pandas(clean, preserve_index=False)
     written: dict[str, Any] = {}
-    sides: tuple[tuple[Literal["train", "holdout"], Any], ...] = (("train", ~mask), ("holdout", mask))
-    for side, rows in sides:
-        key = layout.clean_rows_key(spec.name, run.dag_run_id, side)
-        buffer = io.BytesIO()
-        pq.write_table(table.filter(pa.array(rows)), buffer)
-        store.write_bytes(key, buffer.getvalue())
-        written[f"{side}_key"], written[f"{side}_rows"] = key, int(np.count_nonzero(rows))
+    for side, (data, rows) in clean_sides_parquet(clean, spec).items():
+        key = layout.clean_rows_key(spec.name, run.dag_run_id, cast(Literal["train", "holdout"], side))
+        store.write_bytes(key, data)
+        written[f"{side}_key"], written[f"{side}_rows"] = key, rows
     log.info(
         "clean rows split by hashed id: %d to train on, %d in the holdout",
         written["train_rows"],
@@ -143,27 +133,11 @@ def _write_split(spec: ModelSpec, store: ObjectStore, run: RunInfo, clean: Any) 
     return written
 
 
-def _model_columns(spec: ModelSpec, *, slices: bool) -> list[str]:
-    """The clean columns the train (and with `slices`, the evaluate) step reads: the features, the
-    target, the sample weights, and the gates' slice and sensitive columns."""
-    wanted = [*spec.features, spec.target]
-    if spec.training.sample_weight_column is not None:
-        wanted.append(spec.training.sample_weight_column)
-    if slices:
-        wanted.extend(slice_spec.column for slice_spec in spec.gates.slices)
-        if spec.gates.fairness is not None:
-            wanted.extend(spec.gates.fairness.columns)
-    return list(dict.fromkeys(wanted))
-
-
 def _read_side(store: ObjectStore, key: str, columns: list[str]) -> tuple[Any, Any]:
-    """One side of the clean rows, only `columns` of it (those present), as pandas wrote them;
-    and the file's schema (every clean column), from the same single download."""
-    import pyarrow.parquet as pq
+    """One side of the clean rows, only `columns` of it, and the file's schema, from one download."""
+    from mlops_pipeline.training import read_clean_side
 
-    parquet = pq.ParquetFile(io.BytesIO(store.read_bytes(key)))
-    present = [name for name in columns if name in parquet.schema_arrow.names]
-    return parquet.read(columns=present).to_pandas(), parquet.schema_arrow
+    return read_clean_side(store.read_bytes(key), columns)
 
 
 def _clean_columns(schema: Any, validated: Validated) -> Any:
@@ -185,12 +159,12 @@ def train(
     """Fit the pipeline on the clean rows and log it to MLflow with its lineage; the logged candidate."""
     from mlops_pipeline import candidates, registry
     from mlops_pipeline.evaluation import metrics_sample, model_metrics
-    from mlops_pipeline.training import fit_train_rows
+    from mlops_pipeline.training import fit_train_rows, model_columns
 
     settings = get_settings()
     registry.import_model_format()
     registry.configured_client()
-    train_rows, schema = _read_side(store, validated["train_key"], _model_columns(spec, slices=False))
+    train_rows, schema = _read_side(store, validated["train_key"], model_columns(spec, evaluation=False))
     try:
         result = fit_train_rows(train_rows, spec, validated["holdout_rows"])
     except ValueError as exc:
@@ -235,9 +209,10 @@ def evaluate(
         slice_metrics,
     )
     from mlops_pipeline.fairness import fairness_report
+    from mlops_pipeline.training import model_columns
 
     client = registry.configured_client()
-    holdout, _ = _read_side(store, validated["holdout_key"], _model_columns(spec, slices=True))
+    holdout, _ = _read_side(store, validated["holdout_key"], model_columns(spec, evaluation=True))
     pipeline = registry.load_verified(candidate["model_uri"], candidate["artifact_sha256"])
     # The holdout is predicted once: its metrics and every slice's come from these predictions.
     log.info("scoring the candidate on the holdout: %d rows", len(holdout))
