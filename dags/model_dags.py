@@ -37,6 +37,7 @@ from mlops_pipeline.steps.results import (
     Reproduced,
     ScoredInput,
     ScorePlan,
+    ShadowConcluded,
     Snapshot,
     Validated,
     WindowChecked,
@@ -77,7 +78,9 @@ TRAIN_DOC = """
 Expectations suite generated from the spec (failing rows are quarantined) → `train` fits the
 pipeline and logs it to MLflow with its lineage → `evaluate` compares it with the champion on the
 same holdout and writes the gate report → `register` sets the `challenger` alias →{approve}
-`promote` moves `champion` and records the promotion.
+`promote` moves `champion` and records the promotion (with a `rollout.shadow_days` policy and a
+champion to compare with, it is skipped instead: the candidate enters its shadow period, decided by
+the score runs).
 
 **Params**: `as_of` (last day of data, default: end of the run's data interval), `window_days`
 (default {window_days}), `dry_run` (stop after the gate report; nothing is registered).
@@ -173,9 +176,13 @@ def train_dag(spec: ModelSpec) -> DAG:
 
         @task(outlets=[champion_asset(spec.name)])
         def promote(registered: Registered, manifest: Snapshot) -> Promotion:
+            from airflow.sdk.exceptions import AirflowSkipException
+
             from mlops_pipeline.steps import train as steps
 
             context = get_current_context()
+            if shadowing := steps.enter_shadow(spec, task_store(), registered, run_info(context)):
+                raise AirflowSkipException(shadowing)  # skipped: no champion event
             with rejections_fail_the_task():
                 promoted = steps.promote(spec, task_store(), registered, run_info(context))
             # Consumers (the score DAG) re-score the last day of this model's data with it.
@@ -309,7 +316,7 @@ mapped `score` task that streams it in batches of {batch_rows} rows; rows that b
 schema are quarantined (the run fails above {limit:.0%}). `publish` checks the staged parts and
 publishes `predictions/{name}/ds=<ds>/_manifest.json` last: readers see the whole partition or
 none of it, and a rerun replaces it whole. With `shadow`, the `challenger` scores the same rows
-into `predictions_shadow/` and its agreement with the champion is recorded.
+into `predictions_shadow/` and its agreement with the champion is recorded.{rollout}
 
 **Params**: `ds` (default: the run's data interval), `model_version` (pin), `shadow`.
 """
@@ -327,6 +334,13 @@ def score_dag(spec: ModelSpec) -> DAG:
             pattern=spec.scoring.input.uri,
             batch_rows=spec.scoring.batch_rows,
             limit=spec.scoring.max_quarantine_share,
+            rollout=(
+                f" A challenger in its shadow period ({spec.rollout.shadow_days} scoring days) is "
+                "shadowed on every run; `conclude_shadow` promotes or refuses it once its evidence is "
+                "complete (skipped while it waits)."
+                if spec.rollout.shadow_days
+                else ""
+            ),
         ),
         schedule=score_schedule(spec),
         **dag_defaults(spec, "score"),
@@ -402,9 +416,29 @@ def score_dag(spec: ModelSpec) -> DAG:
 
             return steps.inputs(plan)
 
+        @task(outlets=[champion_asset(spec.name)])
+        def conclude_shadow(published: Published) -> ShadowConcluded:
+            """Promote or refuse a challenger whose shadow period's evidence is complete."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from mlops_pipeline.steps import score as steps
+
+            context = get_current_context()
+            concluded = steps.conclude_shadow(spec, task_store(), published, run_info(context))
+            if concluded["promotion"] is None:
+                # No move of the champion: skipped, so no champion event is emitted.
+                raise AirflowSkipException(f"{concluded['action']}: {'; '.join(concluded['reasons'])}")
+            context["outlet_events"][champion_asset(spec.name)].extra = {
+                "version": concluded["promotion"]["champion_version"],
+                "as_of": published["ds"],
+            }
+            return concluded
+
         planned = plan()
         scored = score.partial(plan=planned).expand(item=inputs(planned))
-        publish(planned, scored)
+        published = publish(planned, scored)
+        if spec.rollout.shadow_days:  # without a shadow period a score run decides no promotion
+            conclude_shadow(published)
 
     return scoring()
 

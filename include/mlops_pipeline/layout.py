@@ -245,6 +245,21 @@ def promotion_claim_key(model: str, run_id: str, version: str) -> str:
     return f"registry/{model}/promotions/{run_segment(run_id)}-v{safe_segment(version)}.json"
 
 
+def rollout_prefix(model: str, version: str) -> str:
+    """One candidate's rollout: its shadow period's start and outcome (create-only records)."""
+    return f"registry/{model}/rollouts/v{safe_segment(version)}"
+
+
+def rollout_started_key(model: str, version: str) -> str:
+    """When and against which champion a candidate entered its shadow period."""
+    return f"{rollout_prefix(model, version)}/started.json"
+
+
+def rollout_outcome_key(model: str, version: str) -> str:
+    """How a candidate's shadow period ended (promoted or refused) with the evidence's numbers."""
+    return f"{rollout_prefix(model, version)}/outcome.json"
+
+
 # --- source files that could not be read ------------------------------------------------------------
 
 # The folder segment of unreadable-file records. It starts with `_`, which `safe_segment` strips from

@@ -434,6 +434,36 @@ class DriftSpec(_Strict):
         return self
 
 
+class RolloutSpec(_Strict):
+    """How a candidate that passed its gates replaces a champion: after a shadow period.
+
+    With `shadow_days` > 0 the candidate becomes `challenger` and is scored in shadow beside the
+    champion on every scoring day; once `shadow_days` days are scored and both versions have
+    `min_labels` late labels, it is promoted when its live primary metric is no worse than the
+    champion's by more than `max_live_regression` (and its labels agree with the champion's on at
+    least `min_agreement` of the rows, if set), else refused. A first model has no champion to be
+    compared with and is promoted at once.
+    """
+
+    shadow_days: int = Field(
+        default=0, ge=0, le=90, description="Scoring days in shadow; 0: promote at once."
+    )
+    max_live_regression: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Allowed drop of the live primary metric against the champion's (absolute).",
+    )
+    min_labels: int = Field(
+        default=100, ge=1, description="Late labels each version needs before the live metrics decide."
+    )
+    min_agreement: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Classification: least share of rows labelled as the champion labels them.",
+    )
+
+
 class ScheduleSpec(_Strict):
     """Cron expressions or presets for each DAG kind; null means manual/asset-triggered only."""
 
@@ -482,6 +512,7 @@ class ModelSpec(_Strict):
     drift: DriftSpec = DriftSpec()
     schedules: ScheduleSpec = ScheduleSpec()
     approval_required: bool = False
+    rollout: RolloutSpec = RolloutSpec()
     scoring: ScoringSpec | None = Field(
         default=None, description="Batch scoring; no `<model>__score` DAG when absent."
     )
@@ -586,6 +617,10 @@ class ModelSpec(_Strict):
                 f"gates: metrics {sorted(unknown)} do not apply to {self.task}; use {sorted(allowed_metrics)}"
             )
         self._check_fairness()
+        if self.rollout.shadow_days and self.scoring is None:
+            raise ValueError("rollout.shadow_days needs a scoring section: the shadow period is scoring days")
+        if self.rollout.min_agreement is not None and not self.is_classification:
+            raise ValueError("rollout.min_agreement is for classification (labels that agree)")
         if unknown_cols := set(self.drift.column_thresholds) - set(self.features):
             raise ValueError(f"drift.column_thresholds: {sorted(unknown_cols)} are not features")
         if unknown_cols := set(self.drift.column_methods) - set(self.features):

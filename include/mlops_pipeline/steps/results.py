@@ -194,6 +194,17 @@ class Published(TypedDict):
     metrics: dict[str, float]
 
 
+class ShadowConcluded(TypedDict):
+    """`conclude_shadow`: what the shadow period's evidence decided (`rollout.ShadowDecision`)."""
+
+    challenger_version: str | None
+    champion_version: str | None
+    action: str  # none (no period open), wait, promote or refuse
+    reasons: list[str]
+    days: list[str]
+    promotion: Promotion | None
+
+
 # --- <model>__monitor ------------------------------------------------------------------------------
 
 

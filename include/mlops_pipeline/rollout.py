@@ -1,0 +1,242 @@
+"""Rollout: a candidate that passed its gates earns the champion's place in a shadow period.
+
+With the spec's `rollout.shadow_days` > 0 and a champion to compare with, `promote` does not
+move `champion`: it records that the candidate (alias `challenger`) entered its shadow period
+(:func:`start_shadow`). Every scoring run then scores the day with the challenger too
+(`predictions_shadow/`), and after publishing, `conclude_shadow` gathers the evidence of every
+shadow day (:func:`shadow_evidence`: agreement with the champion, live metrics of each version
+on the late labels) and :func:`decide_shadow` (pure) says wait, promote or refuse, every reason
+with its numbers. The outcome is recorded once (create-only), so a retry concludes nothing
+twice; a refused candidate loses its `challenger` alias, so scoring stops shadowing it. A newer
+candidate registered meanwhile takes the alias and starts its own period: the older one is
+simply no longer the challenger (superseded), never blocking training.
+
+Records live beside the promotion history: `registry/<model>/rollouts/v<version>/`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from mlops_pipeline import layout
+from mlops_pipeline.spec import ModelSpec
+from mlops_pipeline.store import ObjectExistsError, ObjectStore
+
+
+@dataclass(frozen=True)
+class ShadowStarted:
+    """A candidate entered its shadow period."""
+
+    model: str
+    version: str
+    champion_version: str  # the champion it entered against
+    shadow_days: int
+    dag_run_id: str
+    at: str
+
+
+@dataclass(frozen=True)
+class ShadowEvidence:
+    """What the shadow days showed: agreement with the champion and live metrics per version."""
+
+    days: list[str]  # scoring days the challenger was scored in shadow beside this champion
+    rows: int  # rows scored by both
+    label_agreement: float | None  # classification: share of rows both label alike
+    live: dict[str, dict[str, float]] = field(default_factory=dict)  # version -> metrics (+ labelled_rows)
+
+
+@dataclass(frozen=True)
+class ShadowDecision:
+    """Whether the shadow period promotes, refuses or keeps waiting, and why."""
+
+    action: Literal["wait", "promote", "refuse"]
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class ShadowOutcome:
+    """How a shadow period ended: the decision, its evidence, and the run that concluded it."""
+
+    started: ShadowStarted
+    champion_version: str
+    decision: ShadowDecision
+    evidence: ShadowEvidence
+    dag_run_id: str
+    at: str
+
+    def to_json(self) -> bytes:
+        """Stable JSON bytes."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
+
+
+def start_shadow(store: ObjectStore, started: ShadowStarted) -> ShadowStarted:
+    """Record that a candidate entered its shadow period; once (a retry finds the first record)."""
+    key = layout.rollout_started_key(started.model, started.version)
+    try:
+        store.create_only(key, json.dumps(asdict(started), indent=2, sort_keys=True).encode())
+    except ObjectExistsError:
+        return ShadowStarted(**json.loads(store.read_bytes(key)))
+    return started
+
+
+def shadow_started(store: ObjectStore, model: str, version: str) -> ShadowStarted | None:
+    """The start record of `version`'s shadow period, if it ever entered one."""
+    try:
+        return ShadowStarted(**json.loads(store.read_bytes(layout.rollout_started_key(model, version))))
+    except FileNotFoundError:
+        return None
+
+
+def shadow_outcome(store: ObjectStore, model: str, version: str) -> ShadowOutcome | None:
+    """How `version`'s shadow period ended, if it has."""
+    try:
+        body = json.loads(store.read_bytes(layout.rollout_outcome_key(model, version)))
+    except FileNotFoundError:
+        return None
+    return ShadowOutcome(
+        started=ShadowStarted(**body["started"]),
+        champion_version=body["champion_version"],
+        decision=ShadowDecision(**body["decision"]),
+        evidence=ShadowEvidence(**body["evidence"]),
+        dag_run_id=body["dag_run_id"],
+        at=body["at"],
+    )
+
+
+def in_shadow(store: ObjectStore, model: str, version: str) -> bool:
+    """Whether `version` is in an open shadow period (started, not concluded)."""
+    return shadow_started(store, model, version) is not None and shadow_outcome(store, model, version) is None
+
+
+def record_outcome(store: ObjectStore, outcome: ShadowOutcome) -> ShadowOutcome:
+    """Record how the period ended, once: a retry gets the first record back."""
+    key = layout.rollout_outcome_key(outcome.started.model, outcome.started.version)
+    try:
+        store.create_only(key, outcome.to_json())
+    except ObjectExistsError:
+        existing = shadow_outcome(store, outcome.started.model, outcome.started.version)
+        assert existing is not None
+        return existing
+    return outcome
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def decide_shadow(
+    spec: ModelSpec, evidence: ShadowEvidence, challenger: str, champion: str
+) -> ShadowDecision:
+    """Wait, promote or refuse `challenger` against `champion` on the shadow evidence (pure).
+
+    Waits until `rollout.shadow_days` days are scored and both versions have `rollout.min_labels`
+    labelled rows (two labels never decide); then refuses when the live primary metric is worse
+    than the champion's by more than `rollout.max_live_regression`, or the labels agree less than
+    `rollout.min_agreement`; promotes otherwise. Every reason carries its numbers.
+    """
+    policy = spec.rollout
+    if len(evidence.days) < policy.shadow_days:
+        return ShadowDecision(
+            "wait",
+            [f"{len(evidence.days)} of {policy.shadow_days} shadow days scored ({', '.join(evidence.days)})"],
+        )
+    metric = spec.gates.primary_metric
+    labelled = {
+        version: int(evidence.live.get(version, {}).get("labelled_rows", 0))
+        for version in (challenger, champion)
+    }
+    if short := [f"v{version} has {rows}" for version, rows in labelled.items() if rows < policy.min_labels]:
+        return ShadowDecision(
+            "wait",
+            [f"late labels: {', '.join(short)} labelled rows of the {policy.min_labels} needed to compare"],
+        )
+    challenger_value = evidence.live[challenger].get(metric)
+    champion_value = evidence.live[champion].get(metric)
+    reasons: list[str] = []
+    refused = False
+    if challenger_value is None or champion_value is None:
+        refused = True
+        reasons.append(
+            f"live {metric} could not be computed (v{challenger} {_fmt(challenger_value)}, v{champion} {_fmt(champion_value)})"
+        )
+    else:
+        higher = spec.metric_higher_is_better(metric)
+        allowed = (
+            champion_value - policy.max_live_regression
+            if higher
+            else champion_value + policy.max_live_regression
+        )
+        ok = challenger_value >= allowed if higher else challenger_value <= allowed
+        refused |= not ok
+        reasons.append(
+            f"live {metric} v{challenger} {challenger_value:.4f} vs champion v{champion} {champion_value:.4f} "
+            f"on {labelled[challenger]} and {labelled[champion]} labelled rows (tolerance {policy.max_live_regression}): "
+            + ("no worse" if ok else "worse")
+        )
+    if policy.min_agreement is not None:
+        agreement = evidence.label_agreement
+        ok = agreement is not None and agreement >= policy.min_agreement
+        refused |= not ok
+        reasons.append(
+            f"labels agree with the champion's on {_fmt(agreement)} of {evidence.rows} rows "
+            f"(at least {policy.min_agreement} needed)"
+        )
+    reasons.append(f"{len(evidence.days)} shadow days: {', '.join(evidence.days)}")
+    return ShadowDecision("refuse" if refused else "promote", reasons)
+
+
+def shadow_evidence(store: ObjectStore, spec: ModelSpec, challenger: str, champion: str) -> ShadowEvidence:
+    """The shadow days of `challenger` beside `champion` (from the published manifests), their
+    agreement, and each version's live metrics on the labels that have arrived for them."""
+    from datetime import date
+
+    import pandas as pd
+
+    from mlops_pipeline.layout import PREDICTIONS, SHADOW
+    from mlops_pipeline.monitoring import performance_by_version, read_labels
+    from mlops_pipeline.predictions import published_days, read_manifest, read_partition
+
+    days: list[str] = []
+    rows, agreeing = 0, 0.0
+    frames = []
+    for ds in published_days(store, SHADOW, spec.name):
+        shadow = read_manifest(store, SHADOW, spec.name, ds)
+        primary = read_manifest(store, PREDICTIONS, spec.name, ds)
+        if not shadow or not primary:
+            continue
+        if str(shadow.get("model_version")) != challenger or str(shadow.get("champion_version")) != champion:
+            continue
+        if str(primary.get("model_version")) != champion:
+            continue  # the day was published again by another version since
+        days.append(ds)
+        summary = shadow.get("shadow_agreement") or {}
+        day_rows = int(summary.get("rows") or 0)
+        rows += day_rows
+        if summary.get("label_agreement") is not None and day_rows:
+            agreeing += float(summary["label_agreement"]) * day_rows
+        for area in (PREDICTIONS, SHADOW):
+            table = read_partition(store, spec.name, ds, area)
+            if table is not None:
+                frames.append(
+                    table.to_pandas().assign(model_version=lambda f: f["model_version"].astype(str))
+                )
+    live: dict[str, dict[str, float]] = {}
+    if frames and spec.labels is not None:
+        labels = read_labels(store, spec, [date.fromisoformat(ds) for ds in days])
+        if len(labels):
+            live = performance_by_version(pd.concat(frames, ignore_index=True), labels, spec)
+    agreement = agreeing / rows if rows and spec.is_classification else None
+    return ShadowEvidence(days=days, rows=rows, label_agreement=agreement, live=live)
+
+
+def outcome_of(
+    started: ShadowStarted,
+    champion: str,
+    decision: ShadowDecision,
+    evidence: ShadowEvidence,
+    run: Any,
+) -> ShadowOutcome:
+    """The record of a concluded period (`run`: the concluding run's RunInfo)."""
+    return ShadowOutcome(started, champion, decision, evidence, run.dag_run_id, run.event_time)
