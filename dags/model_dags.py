@@ -26,7 +26,7 @@ from mlops_pipeline.airflow_glue import (
     task_store,
 )
 from mlops_pipeline.spec import ModelSpec, default_models_dir, load_specs
-from mlops_pipeline.steps.conf import DATE_PATTERN, MAX_MODEL_VERSION, MAX_REASON_LENGTH
+from mlops_pipeline.steps.conf import DATE_PATTERN, MAX_MODEL_VERSION, MAX_REASON_LENGTH, MAX_ROLLBACK_REASON
 from mlops_pipeline.steps.results import (
     Candidate,
     Evaluation,
@@ -237,7 +237,7 @@ def rollback_dag(spec: ModelSpec) -> DAG:
                 "manual rollback",
                 type="string",
                 minLength=3,
-                maxLength=500,
+                maxLength=MAX_ROLLBACK_REASON,
                 title="Reason",
                 description="Why: recorded in the promotion history.",
             ),
@@ -260,7 +260,21 @@ def rollback_dag(spec: ModelSpec) -> DAG:
                     run_info(context),
                 )
 
-        rollback()
+        rolled_back = rollback()
+        if spec.scoring is not None:
+
+            @task
+            def days_to_rescore(promoted: Promotion) -> list[dict[str, str]]:
+                """One score run's conf per day the rolled-back version published."""
+                from mlops_pipeline.steps import rollback as steps
+
+                return steps.days_to_rescore(spec, task_store(), promoted)
+
+            from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+            TriggerDagRunOperator.partial(task_id="rescore", trigger_dag_id=f"{spec.name}__score").expand(
+                conf=days_to_rescore(rolled_back)
+            )
 
     return roll_back()
 
@@ -536,6 +550,27 @@ def monitor_dag(spec: ModelSpec) -> DAG:
         )
         result = check()
         retrain_needed(result) >> retrain
+        if spec.rollout.rollback is not None:
+
+            @task.short_circuit
+            def rollback_needed(result: WindowChecked) -> dict[str, object] | None:
+                """The rollback DAG's conf when the window's evidence rolls the champion back, else
+                nothing (and `rollback` is skipped)."""
+                decided = result["rollback"]
+                if not decided["trigger"] or decided["to_version"] is None:
+                    return None
+                reason = f"automatic: {decided['reason']}"
+                return {"to_version": int(decided["to_version"]), "reason": reason[:MAX_ROLLBACK_REASON]}
+
+            TriggerDagRunOperator(
+                task_id="rollback",
+                trigger_dag_id=f"{spec.name}__rollback",
+                conf=rollback_needed(result),
+                on_success_callback=MLOpsNotifier(
+                    f"{spec.name}: champion rolled back automatically: "
+                    "{{ ti.xcom_pull(task_ids='check')['rollback']['reason'] }}"
+                ),
+            )
 
     return monitoring()
 

@@ -260,6 +260,11 @@ def rollout_outcome_key(model: str, version: str) -> str:
     return f"{rollout_prefix(model, version)}/outcome.json"
 
 
+def rollout_rollback_key(model: str, version: str) -> str:
+    """The automatic rollback of champion `version` the monitor triggered (create-only: once)."""
+    return f"{rollout_prefix(model, version)}/rollback.json"
+
+
 # --- source files that could not be read ------------------------------------------------------------
 
 # The folder segment of unreadable-file records. It starts with `_`, which `safe_segment` strips from

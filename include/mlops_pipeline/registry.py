@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# Set on a version when a rollback moves `champion` away from it: it is never made champion again
+# (no ping-pong); a new training run gives a new version.
+ROLLED_BACK_AT = "rolled_back_at"
 
 
 class ArtifactIntegrityError(RuntimeError):
@@ -383,8 +386,19 @@ def promote(
         record = PromotionRecord(**json.loads(store.read_bytes(claim_key)))
         if record in promotion_history(store, record.model):
             return record
+    _refuse_rolled_back(version)
     already_there = current is not None and str(current.version) == record.to_version
     return _move_champion(client, store, record, already_there=already_there)
+
+
+def _refuse_rolled_back(version: ModelVersion) -> None:
+    """A version a rollback moved `champion` away from is not made champion again."""
+    if at := version.tags.get(ROLLED_BACK_AT):
+        reason = version.tags.get("rolled_back_reason", "")
+        raise RegistryError(
+            f"{version.name} v{version.version} was rolled back at {at} ({reason}); it is not made champion "
+            "again: train a new version"
+        )
 
 
 def existing_version(client: MlflowClient, model: str, version: str) -> ModelVersion:
@@ -419,12 +433,20 @@ def rollback(
             r.from_version for r in promotion_history(store, model) if r.to_version == str(current.version)
         ]
         candidates = [v for v in previous if v and v != str(current.version)]
-        if not candidates:
+        # The champion before the current one, unless a rollback already moved away from it.
+        usable = [v for v in candidates if not existing_version(client, model, v).tags.get(ROLLED_BACK_AT)]
+        if not usable:
             raise RegistryError(
                 f"{model} v{current.version} has no previous champion in the promotion history"
+                + (
+                    f" that was not rolled back ({', '.join(f'v{v}' for v in candidates)} were)"
+                    if candidates
+                    else ""
+                )
             )
-        to_version = candidates[-1]
+        to_version = usable[-1]
     target = existing_version(client, model, str(to_version))
+    _refuse_rolled_back(target)
     if target.tags.get("gates_passed") != "true":
         raise RegistryError(f"{model} v{to_version} never passed its gates; refusing to make it champion")
     if str(to_version) == str(current.version):
@@ -441,4 +463,7 @@ def rollback(
         gate_report_uri=target.tags.get("gate_report_uri"),
         data_sha256=target.tags.get("data_sha256"),
     )
-    return _move_champion(client, store, record)
+    moved = _move_champion(client, store, record)
+    client.set_model_version_tag(model, record.from_version, ROLLED_BACK_AT, at)
+    client.set_model_version_tag(model, record.from_version, "rolled_back_reason", reason[:500])
+    return moved

@@ -11,6 +11,12 @@ twice; a refused candidate loses its `challenger` alias, so scoring stops shadow
 candidate registered meanwhile takes the alias and starts its own period: the older one is
 simply no longer the challenger (superseded), never blocking training.
 
+After a promotion, the monitor watches the new champion (:func:`decide_rollback`, pure): when
+its live primary metric on the window's late labels falls more than `rollout.rollback.max_live_drop`
+below that of the champion it replaced, on the same window, with enough labels on both sides, it
+triggers `<model>__rollback` once (:func:`record_rollback`), with the evidence as the reason. The
+rolled-back version is never made champion again (`registry.ROLLED_BACK_AT`).
+
 Records live beside the promotion history: `registry/<model>/rollouts/v<version>/`.
 """
 
@@ -240,3 +246,75 @@ def outcome_of(
 ) -> ShadowOutcome:
     """The record of a concluded period (`run`: the concluding run's RunInfo)."""
     return ShadowOutcome(started, champion, decision, evidence, run.dag_run_id, run.event_time)
+
+
+@dataclass(frozen=True)
+class RollbackDecision:
+    """Whether the monitor rolls the champion back to the one it replaced, and why."""
+
+    action: Literal["none", "wait", "rollback"]
+    champion_version: str
+    to_version: str | None
+    reasons: list[str]
+
+
+def previous_champion(history: list[Any], champion: str) -> str | None:
+    """The champion that `champion`'s latest promotion replaced (`registry.PromotionRecord`s, oldest first)."""
+    for record in reversed(history):
+        if record.to_version == champion:
+            return record.from_version if record.action == "promote" else None
+    return None
+
+
+def decide_rollback(
+    spec: ModelSpec, performance: dict[str, dict[str, float]], champion: str, previous: str | None
+) -> RollbackDecision:
+    """Roll `champion` back to `previous` when its live primary metric in the window is worse than
+    `previous`'s by more than `rollout.rollback.max_live_drop` (pure; each side needs
+    `rollout.rollback.min_labels` labelled rows, so two labels never decide)."""
+    policy = spec.rollout.rollback
+    if policy is None or previous is None:
+        why = "no automatic rollback in the spec" if policy is None else f"v{champion} replaced no champion"
+        return RollbackDecision("none", champion, None, [why])
+    metric = spec.gates.primary_metric
+    labelled = {v: int(performance.get(v, {}).get("labelled_rows", 0)) for v in (champion, previous)}
+    if short := [f"v{v} has {n}" for v, n in labelled.items() if n < policy.min_labels]:
+        return RollbackDecision(
+            "wait",
+            champion,
+            None,
+            [
+                f"late labels in the window: {', '.join(short)} labelled rows of the {policy.min_labels} needed"
+            ],
+        )
+    now, before = performance[champion].get(metric), performance[previous].get(metric)
+    if now is None or before is None:
+        return RollbackDecision(
+            "wait", champion, None, [f"live {metric} could not be computed for both versions"]
+        )
+    drop = before - now if spec.metric_higher_is_better(metric) else now - before
+    evidence = (
+        f"live {metric} of champion v{champion} {now:.4f} vs v{previous} {before:.4f} before it, on "
+        f"{labelled[champion]} and {labelled[previous]} labelled rows: a drop of {drop:.4f}"
+    )
+    if drop > policy.max_live_drop:
+        return RollbackDecision(
+            "rollback", champion, previous, [f"{evidence}, over the limit of {policy.max_live_drop}"]
+        )
+    return RollbackDecision(
+        "none", champion, None, [f"{evidence}, within the limit of {policy.max_live_drop}"]
+    )
+
+
+def record_rollback(store: ObjectStore, model: str, decision: RollbackDecision, run_id: str) -> bool:
+    """Record the automatic rollback of the decision's champion; False if one was already recorded
+    (a version is rolled back automatically once)."""
+    body = {**asdict(decision), "run_id": run_id}
+    try:
+        store.create_only(
+            layout.rollout_rollback_key(model, decision.champion_version),
+            json.dumps(body, indent=2, sort_keys=True).encode(),
+        )
+    except ObjectExistsError:
+        return False
+    return True

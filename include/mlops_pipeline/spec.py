@@ -434,6 +434,16 @@ class DriftSpec(_Strict):
         return self
 
 
+class AutoRollbackSpec(_Strict):
+    """When the monitor rolls a new champion back: its live primary metric on the late labels of
+    the window fell more than `max_live_drop` below the previous champion's on the same window."""
+
+    max_live_drop: float = Field(ge=0.0, description="Largest drop of the live primary metric tolerated.")
+    min_labels: int = Field(
+        default=200, ge=1, description="Late labels each version needs in the window before it can decide."
+    )
+
+
 class RolloutSpec(_Strict):
     """How a candidate that passed its gates replaces a champion: after a shadow period.
 
@@ -461,6 +471,9 @@ class RolloutSpec(_Strict):
         ge=0.0,
         le=1.0,
         description="Classification: least share of rows labelled as the champion labels them.",
+    )
+    rollback: AutoRollbackSpec | None = Field(
+        default=None, description="Automatic rollback of a new champion that does worse live; none: never."
     )
 
 
@@ -619,6 +632,8 @@ class ModelSpec(_Strict):
         self._check_fairness()
         if self.rollout.shadow_days and self.scoring is None:
             raise ValueError("rollout.shadow_days needs a scoring section: the shadow period is scoring days")
+        if self.rollout.rollback is not None and (self.scoring is None or self.labels is None):
+            raise ValueError("rollout.rollback needs scoring and labels sections: it compares live metrics")
         if self.rollout.min_agreement is not None and not self.is_classification:
             raise ValueError("rollout.min_agreement is for classification (labels that agree)")
         if unknown_cols := set(self.drift.column_thresholds) - set(self.features):

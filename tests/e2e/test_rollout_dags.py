@@ -1,4 +1,4 @@
-"""End to end: a shadow period under the real DAGs (`dag.test()`, real MLflow, the file store).
+"""End to end: a shadow period and an automatic rollback under the real DAGs (`dag.test()`, real MLflow, the file store).
 
 The churn spec with `rollout: {shadow_days: 2}` (and the offline gates relaxed, so that a
 candidate's fate is the live evidence's). v1 becomes champion at once (nothing to compare with);
@@ -6,10 +6,18 @@ v2 enters its shadow period instead of being promoted, is scored beside v1 on tw
 waits, the second decides) and is promoted with the numbers in the history. v3, a crippled model
 the relaxed gates let through, is worse on the late labels: refused after its shadow day, with the
 numbers recorded, its `challenger` alias removed, and the champion left where it was.
+
+Then, without a shadow period but with `rollout.rollback`, a crippled v4 is promoted at once;
+the monitor sees its late labels far below v2's on the same window and triggers
+`churn__rollback` once (an alert reaches a local webhook); the rollback restores v2, queues the
+re-scoring of the day v4 published, and v4 can never be champion again.
 """
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,7 +25,7 @@ import yaml
 from dag_runs import Run, run_dag
 from mlflow import MlflowClient
 
-from mlops_pipeline.layout import SHADOW
+from mlops_pipeline.layout import PREDICTIONS, SHADOW
 from mlops_pipeline.predictions import read_manifest
 from mlops_pipeline.registry import promotion_history
 from mlops_pipeline.rollout import shadow_outcome, shadow_started
@@ -27,9 +35,11 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_spec(folder: Path, *, shadow_days: int, crippled: bool = False) -> Path:
+def write_spec(folder: Path, *, shadow_days: int, crippled: bool = False, watched: bool = False) -> Path:
     spec = yaml.safe_load((REPO / "include/models/churn.yaml").read_text())
     spec["rollout"] = {"shadow_days": shadow_days, "min_labels": 100, "max_live_regression": 0.02}
+    if watched:
+        spec["rollout"]["rollback"] = {"max_live_drop": 0.05, "min_labels": 100}
     spec["gates"] |= {"floors": {"roc_auc": 0.5}, "max_regression": 1.0, "slices": []}
     if crippled:
         spec["estimator"]["params"] = {"max_iter": 1, "max_depth": 1, "learning_rate": 0.01}
@@ -50,6 +60,7 @@ def specs(tmp_path_factory) -> dict[str, Path]:
         "two_days": write_spec(root / "two-days", shadow_days=2),
         "crippled": write_spec(root / "crippled", shadow_days=1, crippled=True),
         "one_day": write_spec(root / "one-day", shadow_days=1),
+        "watched": write_spec(root / "watched", shadow_days=0, crippled=True, watched=True),
     }
 
 
@@ -132,3 +143,96 @@ def test_a_challenger_worse_on_the_late_labels_is_refused_and_recorded(refused, 
     assert client.get_model_version("churn", "3").tags["rollout"] == "refused"
     assert "challenger" not in client.get_registered_model("churn").aliases
     assert [r.to_version for r in promotion_history(pipeline_env, "churn")] == ["1", "2"]
+
+
+def operator_triggered(dag_id: str) -> list[dict]:
+    """The confs of the runs of `dag_id` that another DAG's task triggered (not `dag.test()`)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.types import DagRunTriggeredByType
+
+    with create_session() as session:
+        runs = DagRun.find(dag_id=dag_id, session=session)
+        return [dict(r.conf or {}) for r in runs if r.triggered_by == DagRunTriggeredByType.OPERATOR]
+
+
+@pytest.fixture(scope="module")
+def webhook(monkeypatch_module):
+    """A local HTTP server that keeps every alert POSTed to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch_module.setenv("MLOPS_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/alerts")
+    yield received
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def rolled_back(refused, specs, monkeypatch_module, webhook) -> dict[str, object]:
+    watched = specs["watched"]
+    runs: dict[str, object] = {
+        "v4": in_models(
+            monkeypatch_module, watched, "churn__train", {"as_of": "2026-02-28", "window_days": 7}
+        ),
+    }
+    runs["day4"] = in_models(monkeypatch_module, watched, "churn__score", {"ds": "2026-03-04"})
+    runs["monitor"] = in_models(
+        monkeypatch_module, watched, "churn__monitor", {"end": "2026-03-04", "window_days": 2}
+    )
+    (conf,) = operator_triggered("churn__rollback")
+    runs["rollback_conf"] = conf
+    runs["rollback"] = in_models(monkeypatch_module, watched, "churn__rollback", conf)
+    runs["rescore_confs"] = operator_triggered("churn__score")
+    runs["rescored"] = [
+        in_models(monkeypatch_module, watched, "churn__score", c) for c in runs["rescore_confs"]
+    ]
+    runs["monitor_again"] = in_models(
+        monkeypatch_module, watched, "churn__monitor", {"end": "2026-03-04", "window_days": 2}
+    )
+    runs["back_to_v4"] = in_models(
+        monkeypatch_module, watched, "churn__rollback", {"to_version": 4, "reason": "try it again"}
+    )
+    return runs
+
+
+def test_a_worse_new_champion_is_rolled_back_automatically_once(
+    rolled_back, pipeline_env, client, webhook
+) -> None:
+    runs = rolled_back
+    assert runs["v4"].tasks["promote"] == "success"  # no shadow period in this spec: promoted at once
+    assert runs["day4"].state == "success"
+    assert read_manifest(pipeline_env, PREDICTIONS, "churn", "2026-03-04")["model_version"] == "2"  # rescored
+    monitor = runs["monitor"]
+    assert monitor.state == "success" and monitor.tasks["rollback"] == "success", monitor.tasks
+    conf = runs["rollback_conf"]
+    assert conf["to_version"] == 2
+    assert conf["reason"].startswith("automatic: live roc_auc of champion v4 ")
+    assert "over the limit of 0.05" in conf["reason"]
+    alerts = [a["text"] for a in webhook if "rolled back automatically" in a["text"]]
+    assert len(alerts) == 1 and "champion v4" in alerts[0]
+
+    assert runs["rollback"].state == "success", runs["rollback"].tasks
+    assert client.get_model_version_by_alias("churn", "champion").version == "2"
+    last = promotion_history(pipeline_env, "churn")[-1]
+    assert (last.action, last.from_version, last.to_version) == ("rollback", "4", "2")
+    assert runs["rescore_confs"] == [{"ds": "2026-03-04"}]  # the one day v4 published
+    assert all(run.state == "success" for run in runs["rescored"])
+
+
+def test_the_rollback_fires_once_and_the_rolled_back_version_never_returns(rolled_back, client) -> None:
+    again = rolled_back["monitor_again"]
+    assert again.state == "success" and again.tasks["rollback"] == "skipped"
+    assert len(operator_triggered("churn__rollback")) == 1
+    assert client.get_model_version("churn", "4").tags["rolled_back_at"]
+    assert rolled_back["back_to_v4"].state == "failed"
+    assert client.get_model_version_by_alias("churn", "champion").version == "2"

@@ -43,12 +43,15 @@ DAGS = (
     "churn__score",
     "churn__monitor",
     "churn__rollback",
+    "churn__reproduce",
     "diabetes__train",
     "diabetes__rollback",
+    "diabetes__reproduce",
     "penguins__train",
     "penguins__score",
     "penguins__monitor",
     "penguins__rollback",
+    "penguins__reproduce",
 )
 BURST_REQUESTS = 100
 BURST_SECONDS = 30.0
@@ -151,6 +154,11 @@ def burst_requests() -> list[Trigger]:
             ]
         if kind == "train":
             bad.append(Trigger(dag_id, body({"reason": MEGABYTE}), "bad"))
+        if kind == "reproduce":
+            bad += [
+                Trigger(dag_id, body({"version": 0}), "bad"),
+                Trigger(dag_id, body({"version": MEGABYTE}), "bad"),
+            ]
         if kind == "rollback":
             bad += [
                 Trigger(dag_id, body({"to_version": 99999999999999999999}), "bad"),

@@ -308,3 +308,50 @@ def test_a_late_create_of_an_earlier_attempt_leaves_exactly_one_version(
 def test_the_versions_of_another_training_run_are_never_reused(client, spec: ModelSpec, candidate) -> None:
     one, other = a_training_run(client, candidate), a_training_run(client, candidate)
     assert register_run(client, spec, one).version != register_run(client, spec, other).version
+
+
+def test_a_rolled_back_version_is_never_made_champion_again(
+    client, spec: ModelSpec, candidate, tmp_path
+) -> None:
+    store = LocalStore(tmp_path)
+    first = register(client, spec, candidate)
+    registry.promote(client, store, first, actor="a", dag_run_id="p1", at="2026-03-01")
+    second = register(client, spec, candidate)
+    registry.promote(client, store, second, actor="a", dag_run_id="p2", at="2026-03-02")
+    registry.rollback(
+        client,
+        store,
+        spec.name,
+        to_version=None,
+        actor="m",
+        dag_run_id="rb",
+        at="2026-03-03",
+        reason="worse live",
+    )
+    demoted = client.get_model_version(spec.name, second.version)
+    assert (
+        demoted.tags[registry.ROLLED_BACK_AT] == "2026-03-03"
+        and demoted.tags["rolled_back_reason"] == "worse live"
+    )
+
+    with pytest.raises(registry.RegistryError, match="was rolled back at 2026-03-03 \\(worse live\\)"):
+        registry.promote(client, store, demoted, actor="a", dag_run_id="p3", at="2026-03-04")
+    with pytest.raises(registry.RegistryError, match="not made champion again"):
+        registry.rollback(
+            client,
+            store,
+            spec.name,
+            to_version=second.version,
+            actor="m",
+            dag_run_id="rb2",
+            at="t",
+            reason="back",
+        )
+    # Rolling back the restored champion does not pick the rolled-back one either: no ping-pong.
+    with pytest.raises(
+        registry.RegistryError, match=f"that was not rolled back \\(v{second.version} were\\)"
+    ):
+        registry.rollback(
+            client, store, spec.name, to_version=None, actor="m", dag_run_id="rb3", at="t", reason="x"
+        )
+    assert registry.alias_version(client, spec.name, registry.CHAMPION).version == first.version

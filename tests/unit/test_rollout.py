@@ -1,8 +1,9 @@
-"""Rollout: the shadow period's records and its pure decision (wait, promote, refuse; every
-reason with its numbers)."""
+"""Rollout: the shadow period's records and its pure decision (wait, promote, refuse), and the
+automatic rollback's (every reason with its numbers)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -11,10 +12,13 @@ from mlops_pipeline.rollout import (
     ShadowDecision,
     ShadowEvidence,
     ShadowStarted,
+    decide_rollback,
     decide_shadow,
     in_shadow,
     outcome_of,
+    previous_champion,
     record_outcome,
+    record_rollback,
     shadow_outcome,
     start_shadow,
 )
@@ -134,3 +138,57 @@ def test_a_period_is_started_and_concluded_once(local_store) -> None:
     )
     assert again == first == shadow_outcome(local_store, "churn", "2")
     assert not in_shadow(local_store, "churn", "2")
+
+
+# --- automatic rollback -------------------------------------------------------------------------------
+
+
+def watched_spec(**rollback: Any) -> ModelSpec:
+    return rollout_spec(shadow_days=0, rollback={"max_live_drop": 0.05, "min_labels": 100, **rollback})
+
+
+def live(champion: float, previous: float, labels: int = 500) -> dict[str, dict[str, float]]:
+    return {
+        "4": {"roc_auc": champion, "labelled_rows": float(labels)},
+        "2": {"roc_auc": previous, "labelled_rows": 500.0},
+    }
+
+
+def test_a_champion_far_below_the_one_it_replaced_is_rolled_back() -> None:
+    decision = decide_rollback(watched_spec(), live(0.60, 0.80), "4", "2")
+    assert (decision.action, decision.to_version) == ("rollback", "2")
+    assert decision.reasons == [
+        "live roc_auc of champion v4 0.6000 vs v2 0.8000 before it, on 500 and 500 labelled rows: "
+        "a drop of 0.2000, over the limit of 0.05"
+    ]
+
+
+def test_a_drop_within_the_limit_keeps_the_champion() -> None:
+    decision = decide_rollback(watched_spec(), live(0.77, 0.80), "4", "2")
+    assert decision.action == "none" and decision.reasons[0].endswith("within the limit of 0.05")
+
+
+def test_too_few_labels_never_roll_back() -> None:
+    decision = decide_rollback(watched_spec(), live(0.10, 0.80, labels=2), "4", "2")
+    assert decision.action == "wait" and "v4 has 2 labelled rows of the 100 needed" in decision.reasons[0]
+
+
+def test_without_a_policy_or_a_replaced_champion_nothing_is_decided() -> None:
+    assert decide_rollback(rollout_spec(), live(0.1, 0.9), "4", "2").action == "none"
+    assert decide_rollback(watched_spec(), live(0.1, 0.9), "4", None).reasons == ["v4 replaced no champion"]
+
+
+def test_the_previous_champion_is_the_one_the_latest_promotion_replaced() -> None:
+    def record(action: str, source: str | None, target: str) -> SimpleNamespace:
+        return SimpleNamespace(action=action, from_version=source, to_version=target)
+
+    history = [record("promote", None, "1"), record("promote", "1", "2"), record("promote", "2", "4")]
+    assert previous_champion(history, "4") == "2"
+    # A champion restored by a rollback replaced nothing by merit: it is never rolled back in turn.
+    assert previous_champion([*history, record("rollback", "4", "2")], "2") is None
+
+
+def test_an_automatic_rollback_is_recorded_once(local_store) -> None:
+    decision = decide_rollback(watched_spec(), live(0.60, 0.80), "4", "2")
+    assert record_rollback(local_store, "churn", decision, "run-1") is True
+    assert record_rollback(local_store, "churn", decision, "run-2") is False

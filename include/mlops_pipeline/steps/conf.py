@@ -22,6 +22,7 @@ __all__ = [
     "DATE_PATTERN",
     "MAX_MODEL_VERSION",
     "MAX_REASON_LENGTH",
+    "MAX_ROLLBACK_REASON",
     "ConfCheck",
     "inspect_conf",
     "refuse_unknown_conf",
@@ -35,6 +36,8 @@ MAX_MODEL_VERSION = 2_147_483_647
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 # A reason is a sentence for the promotion history or the run's conf, not a document.
 MAX_REASON_LENGTH = 2000
+# A rollback's reason (recorded in the promotion history and on the version).
+MAX_ROLLBACK_REASON = 500
 # How much of a refused key the failure message quotes: a key can be as long as the request.
 _SHOWN_KEY_CHARS = 60
 _SHOWN_KEYS = 10

@@ -15,7 +15,7 @@ from mlops_pipeline import layout
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.steps import RunInfo, StepRejected, claim_evidence
-from mlops_pipeline.steps.results import WindowChecked
+from mlops_pipeline.steps.results import RollbackCheck, WindowChecked
 from mlops_pipeline.store import ObjectStore
 
 
@@ -114,6 +114,8 @@ def check(
     if trigger and not monitoring.record_trigger(store, spec.name, verdict.end, decision, run.dag_run_id):
         trigger = False
 
+    rollback = _rollback_check(spec, store, performance, str(champion.version), dry_run, run)
+
     metrics = {f"drift_score.{c.column}": c.score for c in data_report.columns}
     metrics |= {f"prediction_drift_score.{c.column}": c.score for c in prediction_report.columns}
     metrics |= {"drifted_share": data_report.drifted_share, "rows_current": float(len(current))}
@@ -129,7 +131,13 @@ def check(
         mlflow.log_params(
             {"window_days": len(days), "reference_version": str(champion.version), "dry_run": dry_run}
         )
-        mlflow.set_tags({"retrain_triggered": str(trigger).lower(), "decision": decision.reason[:5000]})
+        mlflow.set_tags(
+            {
+                "retrain_triggered": str(trigger).lower(),
+                "decision": decision.reason[:5000],
+                "rollback_triggered": str(rollback["trigger"]).lower(),
+            }
+        )
     return cast(
         WindowChecked,
         monitoring.summary(
@@ -150,6 +158,34 @@ def check(
                 ),
                 "drift_scores": {c.column: c.score for c in data_report.columns},
                 "evidently_workspace_runs": workspace_runs,
+                "rollback": rollback,
             },
         ),
     )
+
+
+def _rollback_check(
+    spec: ModelSpec,
+    store: ObjectStore,
+    performance: dict[str, dict[str, float]],
+    champion: str,
+    dry_run: bool,
+    run: RunInfo,
+) -> RollbackCheck:
+    """The window's rollback decision for the champion; recorded (once per champion) unless a dry run."""
+    from mlops_pipeline import registry, rollout
+
+    previous = rollout.previous_champion(registry.promotion_history(store, spec.name), champion)
+    decision = rollout.decide_rollback(spec, performance, champion, previous)
+    trigger = (
+        decision.action == "rollback"
+        and not dry_run
+        and rollout.record_rollback(store, spec.name, decision, run.dag_run_id)
+    )
+    return {
+        "action": decision.action,
+        "trigger": trigger,
+        "champion_version": champion,
+        "to_version": decision.to_version,
+        "reason": "; ".join(decision.reasons),
+    }

@@ -216,6 +216,16 @@ class RetrainDecision(TypedDict):
     alarming_windows: list[str]
 
 
+class RollbackCheck(TypedDict):
+    """Whether the window's live evidence rolls the champion back (`rollout.RollbackDecision`)."""
+
+    action: str  # none, wait or rollback
+    trigger: bool  # a rollback decided, recorded for the first time, not a dry run
+    champion_version: str
+    to_version: str | None
+    reason: str
+
+
 class WindowChecked(TypedDict):
     """`check`: one window's verdict (`monitoring.WindowVerdict` fields), the decision, and the evidence."""
 
@@ -238,3 +248,4 @@ class WindowChecked(TypedDict):
     prediction_drift_report: str
     drift_scores: dict[str, float]
     evidently_workspace_runs: list[str]
+    rollback: RollbackCheck

@@ -29,3 +29,19 @@ def rollback(
     except registry.RegistryError as exc:
         raise StepRejected(str(exc)) from exc
     return promotion(record)
+
+
+def days_to_rescore(spec: ModelSpec, store: ObjectStore, rolled_back: Promotion) -> list[dict[str, str]]:
+    """The conf of one `<model>__score` run per day whose published partition the rolled-back
+    version wrote: each is scored again (atomically, as always) with the restored champion."""
+    from mlops_pipeline.layout import PREDICTIONS
+    from mlops_pipeline.predictions import published_days, read_manifest
+
+    if spec.scoring is None or rolled_back["from_version"] is None:
+        return []
+    days = []
+    for ds in published_days(store, PREDICTIONS, spec.name):
+        manifest = read_manifest(store, PREDICTIONS, spec.name, ds)
+        if manifest is not None and str(manifest.get("model_version")) == rolled_back["from_version"]:
+            days.append({"ds": ds})
+    return days
