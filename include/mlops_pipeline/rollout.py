@@ -222,12 +222,14 @@ def shadow_evidence(store: ObjectStore, spec: ModelSpec, challenger: str, champi
         rows += day_rows
         if summary.get("label_agreement") is not None and day_rows:
             agreeing += float(summary["label_agreement"]) * day_rows
-        for area in (PREDICTIONS, SHADOW):
+        for area, version in ((PREDICTIONS, champion), (SHADOW, challenger)):
             table = read_partition(store, spec.name, ds, area)
             if table is not None:
-                frames.append(
-                    table.to_pandas().assign(model_version=lambda f: f["model_version"].astype(str))
-                )
+                frame = table.to_pandas()
+                frame["model_version"] = frame["model_version"].astype(str)
+                # The champion's own rows only: a canary's published rows are the challenger's,
+                # which its shadow partition holds already (every row).
+                frames.append(frame[frame["model_version"] == version])
     live: dict[str, dict[str, float]] = {}
     if frames and spec.labels is not None:
         labels = read_labels(store, spec, [date.fromisoformat(ds) for ds in days])

@@ -472,6 +472,15 @@ class RolloutSpec(_Strict):
         le=1.0,
         description="Classification: least share of rows labelled as the champion labels them.",
     )
+    canary_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "During the shadow period, the share of ids (stable: a hash of the id) whose published"
+            " prediction is the challenger's; 0: the challenger publishes nothing."
+        ),
+    )
     rollback: AutoRollbackSpec | None = Field(
         default=None, description="Automatic rollback of a new champion that does worse live; none: never."
     )
@@ -632,6 +641,10 @@ class ModelSpec(_Strict):
         self._check_fairness()
         if self.rollout.shadow_days and self.scoring is None:
             raise ValueError("rollout.shadow_days needs a scoring section: the shadow period is scoring days")
+        if self.rollout.canary_share and not self.rollout.shadow_days:
+            raise ValueError(
+                "rollout.canary_share needs shadow_days: the canary serves during the shadow period"
+            )
         if self.rollout.rollback is not None and (self.scoring is None or self.labels is None):
             raise ValueError("rollout.rollback needs scoring and labels sections: it compares live metrics")
         if self.rollout.min_agreement is not None and not self.is_classification:

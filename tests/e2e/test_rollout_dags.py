@@ -20,24 +20,31 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from dag_runs import Run, run_dag
 from mlflow import MlflowClient
 
+from mlops_pipeline.canary import canary_mask
 from mlops_pipeline.layout import PREDICTIONS, SHADOW
-from mlops_pipeline.predictions import read_manifest
+from mlops_pipeline.predictions import read_manifest, read_partition
 from mlops_pipeline.registry import promotion_history
 from mlops_pipeline.rollout import shadow_outcome, shadow_started
 from mlops_pipeline.store import LocalStore
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
+CANARY_SHARE = 0.25
 
 
-def write_spec(folder: Path, *, shadow_days: int, crippled: bool = False, watched: bool = False) -> Path:
+def write_spec(
+    folder: Path, *, shadow_days: int, crippled: bool = False, watched: bool = False, canary: float = 0.0
+) -> Path:
     spec = yaml.safe_load((REPO / "include/models/churn.yaml").read_text())
     spec["rollout"] = {"shadow_days": shadow_days, "min_labels": 100, "max_live_regression": 0.02}
+    if canary:
+        spec["rollout"]["canary_share"] = canary
     if watched:
         spec["rollout"]["rollback"] = {"max_live_drop": 0.05, "min_labels": 100}
     spec["gates"] |= {"floors": {"roc_auc": 0.5}, "max_regression": 1.0, "slices": []}
@@ -57,7 +64,7 @@ def client(mlflow_server) -> MlflowClient:
 def specs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("rollout-specs")
     return {
-        "two_days": write_spec(root / "two-days", shadow_days=2),
+        "two_days": write_spec(root / "two-days", shadow_days=2, canary=CANARY_SHARE),
         "crippled": write_spec(root / "crippled", shadow_days=1, crippled=True),
         "one_day": write_spec(root / "one-day", shadow_days=1),
         "watched": write_spec(root / "watched", shadow_days=0, crippled=True, watched=True),
@@ -83,6 +90,26 @@ def promoted_after_shadow(pipeline_env, specs, monkeypatch_module, client) -> di
     runs["day1"] = in_models(monkeypatch_module, specs["two_days"], "churn__score", {"ds": "2026-03-01"})
     runs["day2"] = in_models(monkeypatch_module, specs["two_days"], "churn__score", {"ds": "2026-03-02"})
     return runs
+
+
+def test_the_canary_publishes_a_stable_share_of_ids_from_the_challenger(
+    promoted_after_shadow, pipeline_env
+) -> None:
+    for ds in ("2026-03-01", "2026-03-02"):
+        manifest = read_manifest(pipeline_env, PREDICTIONS, "churn", ds)
+        table = read_partition(pipeline_env, "churn", ds)
+        ids = table.column("id").to_pylist()
+        versions = np.asarray([str(v) for v in table.column("model_version").to_pylist()])
+        # Each row's version is a function of its id alone: the same id, the same version, any day.
+        assert (versions == np.where(canary_mask(ids, CANARY_SHARE, "churn"), "2", "1")).all(), ds
+        assert manifest["rows_by_version"] == {
+            "1": int((versions == "1").sum()),
+            "2": int((versions == "2").sum()),
+        }
+        assert abs(manifest["rows_by_version"]["2"] / len(ids) - CANARY_SHARE) < 0.06, manifest[
+            "rows_by_version"
+        ]
+        assert manifest["model_version"] == "1" and manifest["canary_share"] == CANARY_SHARE
 
 
 def test_a_candidate_enters_its_shadow_period_instead_of_being_promoted(

@@ -144,6 +144,9 @@ class ScorePlan(TypedDict):
     model: ModelRef
     shadow_model: ModelRef | None
     shadow_requested: bool
+    # The share of ids the challenger serves in the published partition (a canary during its
+    # shadow period); 0: none.
+    canary_share: float
     input_root: str
     inputs: list[InputFile]
     stale_objects_deleted: int
@@ -175,6 +178,8 @@ class ScoredInput(TypedDict):
     id_hashes_key: str
     stats: dict[str, Any]  # scoring.ScoreStats.to_dict()
     agreement: dict[str, Any] | None  # scoring.Agreement as a dict
+    canary_rows: int  # published rows of this file served by the challenger (the canary)
+    canary_note: str | None  # why the file has no canary rows although the plan asked for some
     classes: list[Any] | None
     shadow_classes: list[Any] | None
 
@@ -191,6 +196,7 @@ class Published(TypedDict):
     shadow_version: str | None
     shadow_manifest_generation: int | None
     shadow_agreement: dict[str, float] | None
+    rows_by_version: dict[str, int]  # published rows per model version (a canary serves some)
     metrics: dict[str, float]
 
 

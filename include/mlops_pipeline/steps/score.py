@@ -71,12 +71,15 @@ def plan(
         primary = _model_ref(registry.scoring_version(client, spec.name, pinned_version))
         registry.verify_artifact(primary["model_uri"], primary["artifact_sha256"], spec)
         challenger: ModelRef | None = None
-        if not shadow and pinned_version is None and spec.rollout.shadow_days:
-            # A candidate in its shadow period is scored beside the champion every day.
+        canary_share = 0.0
+        if pinned_version is None and spec.rollout.shadow_days:
+            # A candidate in its shadow period is scored beside the champion every day (and
+            # serves the canary's ids).
             from mlops_pipeline.rollout import in_shadow
 
             candidate = registry.alias_version(client, spec.name, registry.CHALLENGER)
-            shadow = candidate is not None and in_shadow(store, spec.name, str(candidate.version))
+            if candidate is not None and in_shadow(store, spec.name, str(candidate.version)):
+                shadow, canary_share = True, spec.rollout.canary_share
         if shadow:
             version = registry.alias_version(client, spec.name, registry.CHALLENGER)
             if version is not None and str(version.version) != primary["version"]:
@@ -102,6 +105,7 @@ def plan(
         "model": primary,
         "shadow_model": challenger,
         "shadow_requested": shadow,
+        "canary_share": canary_share if challenger is not None else 0.0,
         "input_root": input_store.root_uri,
         "inputs": [InputFile(index=index, key=key) for index, key in enumerate(keys)],
         "stale_objects_deleted": cleaned,
@@ -126,6 +130,7 @@ class ScoringDay:
     model: tuple[Any, Any]  # (pipeline, RunStamp)
     shadow_model: tuple[Any, Any] | None
     quarantine_prefix: str
+    canary_share: float = 0.0  # ids whose published row is the shadow model's (`canary.py`)
 
 
 def stage_scored_input(
@@ -217,7 +222,18 @@ def stage_scored_input(
                 else part_key(SHADOW, spec.name, ds, token, index, attempt)
             )
             hashes_key = replacing["id_hashes_key"]
-        part = upload_part(store, folder / "out.parquet", primary_key, key, input_sha256)
+        published, canary_rows, canary_note = folder / "out.parquet", 0, None
+        if shadow is not None and day.canary_share > 0:
+            from mlops_pipeline.canary import merge_canary
+
+            try:
+                canary_rows = merge_canary(
+                    folder / "out.parquet", shadow[2], folder / "canary.parquet", day.canary_share, spec.name
+                )
+                published = folder / "canary.parquet"
+            except ValueError as exc:  # the challenger cannot share the partition: the champion serves all
+                canary_note = f"no canary rows in {key}: {exc}"
+        part = upload_part(store, published, primary_key, key, input_sha256)
         shadow_part: StagedPart | None = None
         if shadow is not None:
             shadow_part = cast(
@@ -237,6 +253,8 @@ def stage_scored_input(
         "id_hashes_key": hashes_key,
         "stats": result.stats.to_dict(),
         "agreement": asdict(result.agreement) if result.agreement else None,
+        "canary_rows": canary_rows,
+        "canary_note": canary_note,
         "classes": _classes_json(pipeline, spec),
         "shadow_classes": None if shadow_model is None else _classes_json(shadow_model[0], spec),
     }
@@ -255,6 +273,7 @@ def _scoring_day(spec: ModelSpec, store: ObjectStore, plan: ScorePlan, run: RunI
         model,
         shadow_model,
         layout.quarantine_prefix(spec.name, run.dag_run_id),
+        float(plan.get("canary_share", 0.0)),
     )
 
 
@@ -428,6 +447,11 @@ def publish(
     data_sha256 = hashlib.sha256(inputs.encode()).hexdigest()
     schema = _schema_from_classes(results[0]["classes"])
     agreement_summary = agreement.summary() if agreement is not None else None
+    published_rows = stats.rows_in - stats.rows_quarantined
+    canary_rows = sum(int(r.get("canary_rows", 0)) for r in results)
+    rows_by_version = {plan["model"]["version"]: published_rows - canary_rows}
+    if canary_rows and plan["shadow_model"]:
+        rows_by_version[plan["shadow_model"]["version"]] = canary_rows
     details = {
         "model_version": plan["model"]["version"],
         "model_uri": plan["model"]["model_uri"],
@@ -440,6 +464,9 @@ def publish(
         "quarantined_rows": stats.rows_quarantined,
         "quarantine_reason": store.uri(quarantine_reason) if quarantine_reason else None,
         "shadow_agreement": agreement_summary,
+        "rows_by_version": rows_by_version,
+        "canary_share": plan.get("canary_share", 0.0),
+        "canary_notes": [r["canary_note"] for r in results if r.get("canary_note")],
         # Said outright, so a reader can tell a day that was empty from one that was lost.
         "empty_day": stats.rows_in == 0,
     }
@@ -485,6 +512,9 @@ def publish(
                 store.delete(part["key"])
     wall_seconds = max(time.time() - float(plan["started"]), 1e-9)
     metrics = scoring_metrics(spec, stats, wall_seconds, agreement_summary)
+    metrics |= {
+        f"rows_share.v{version}": rows / max(published_rows, 1) for version, rows in rows_by_version.items()
+    }
     _log_scoring_run(spec, ds, plan, run, metrics, data_sha256)
     return {
         "ds": ds,
@@ -496,6 +526,7 @@ def publish(
         "shadow_version": plan["shadow_model"]["version"] if plan["shadow_model"] else None,
         "shadow_manifest_generation": shadow_manifest["generation"] if shadow_manifest else None,
         "shadow_agreement": agreement_summary,
+        "rows_by_version": rows_by_version,
         "metrics": metrics,
     }
 
