@@ -178,10 +178,11 @@ def train_dag(spec: ModelSpec) -> DAG:
         def promote(registered: Registered, manifest: Snapshot) -> Promotion:
             from airflow.sdk.exceptions import AirflowSkipException
 
+            from mlops_pipeline.steps import rollout
             from mlops_pipeline.steps import train as steps
 
             context = get_current_context()
-            if shadowing := steps.enter_shadow(spec, task_store(), registered, run_info(context)):
+            if shadowing := rollout.enter_shadow(spec, task_store(), registered, run_info(context)):
                 raise AirflowSkipException(shadowing)  # skipped: no champion event
             with rejections_fail_the_task():
                 promoted = steps.promote(spec, task_store(), registered, run_info(context))
@@ -435,10 +436,10 @@ def score_dag(spec: ModelSpec) -> DAG:
             """Promote or refuse a challenger whose shadow period's evidence is complete."""
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from mlops_pipeline.steps import score as steps
+            from mlops_pipeline.steps import rollout as steps
 
             context = get_current_context()
-            concluded = steps.conclude_shadow(spec, task_store(), published, run_info(context))
+            concluded = steps.conclude_shadow(spec, task_store(), run_info(context))
             if concluded["promotion"] is None:
                 # No move of the champion: skipped, so no champion event is emitted.
                 raise AirflowSkipException(f"{concluded['action']}: {'; '.join(concluded['reasons'])}")

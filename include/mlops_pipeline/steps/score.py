@@ -26,9 +26,7 @@ from mlops_pipeline.steps.results import (
     Published,
     ScoredInput,
     ScorePlan,
-    ShadowConcluded,
     StagedPart,
-    promotion,
 )
 from mlops_pipeline.store import ObjectStore
 
@@ -602,60 +600,3 @@ def _log_scoring_run(
             {"model_version": plan["model"]["version"], "ds": ds, "shadow": bool(plan["shadow_model"])}
         )
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN-free
-
-
-def conclude_shadow(
-    spec: ModelSpec, store: ObjectStore, published: Published, run: RunInfo
-) -> ShadowConcluded:
-    """After a day is published: decide the challenger's open shadow period on its evidence so far
-    (`rollout.decide_shadow`), and promote or refuse it; once per period (the outcome is create-only).
-    """
-    from mlops_pipeline import registry, rollout
-
-    client = registry.configured_client()
-    challenger = registry.alias_version(client, spec.name, registry.CHALLENGER)
-    champion = registry.alias_version(client, spec.name, registry.CHAMPION)
-    started = (
-        None if challenger is None else rollout.shadow_started(store, spec.name, str(challenger.version))
-    )
-    result: ShadowConcluded = {
-        "challenger_version": None if challenger is None else str(challenger.version),
-        "champion_version": None if champion is None else str(champion.version),
-        "action": "none",
-        "reasons": ["no candidate is in a shadow period"],
-        "days": [],
-        "promotion": None,
-    }
-    if challenger is None or champion is None or started is None:
-        return result
-    version, current = str(challenger.version), str(champion.version)
-    outcome = rollout.shadow_outcome(store, spec.name, version)
-    if outcome is None:
-        evidence = rollout.shadow_evidence(store, spec, version, current)
-        decision = rollout.decide_shadow(spec, evidence, version, current)
-        result |= {"action": decision.action, "reasons": decision.reasons, "days": evidence.days}
-        if decision.action == "wait":
-            return result
-        outcome = rollout.record_outcome(store, rollout.outcome_of(started, current, decision, evidence, run))
-    result |= {
-        "action": outcome.decision.action,
-        "reasons": outcome.decision.reasons,
-        "days": outcome.evidence.days,
-    }
-    if outcome.decision.action == "refuse":
-        client.set_model_version_tag(spec.name, version, "rollout", "refused")
-        client.delete_registered_model_alias(spec.name, registry.CHALLENGER)
-        return result
-    if current != version:  # a retry after the move finds it done
-        record = registry.promote(
-            client,
-            store,
-            challenger,
-            actor=run.actor,
-            dag_run_id=run.dag_run_id,
-            at=run.event_time,
-            reason="shadow period: " + "; ".join(outcome.decision.reasons),
-        )
-        client.set_model_version_tag(spec.name, version, "rollout", "promoted")
-        result["promotion"] = promotion(record)
-    return result

@@ -294,31 +294,3 @@ def promote(spec: ModelSpec, store: ObjectStore, registered: Registered, run: Ru
         client, store, version, actor=run.actor, dag_run_id=run.dag_run_id, at=run.event_time
     )
     return promotion(record)
-
-
-def enter_shadow(spec: ModelSpec, store: ObjectStore, registered: Registered, run: RunInfo) -> str | None:
-    """Start the registered version's shadow period instead of promoting it, when the spec asks for
-    one and there is a champion to compare with; why (for the skipped `promote`), else None."""
-    from mlops_pipeline import registry, rollout
-
-    if not spec.rollout.shadow_days:
-        return None
-    champion = registry.alias_version(registry.configured_client(), spec.name, registry.CHAMPION)
-    if champion is None or str(champion.version) == registered["version"]:
-        return None  # a first model has nothing to be compared with
-    started = rollout.start_shadow(
-        store,
-        rollout.ShadowStarted(
-            model=spec.name,
-            version=registered["version"],
-            champion_version=str(champion.version),
-            shadow_days=spec.rollout.shadow_days,
-            dag_run_id=run.dag_run_id,
-            at=run.event_time,
-        ),
-    )
-    return (
-        f"{spec.name} v{started.version} is the challenger in a shadow period of {started.shadow_days} scoring "
-        f"days beside champion v{started.champion_version}: each score run scores it in shadow, and the run "
-        "that completes the evidence promotes or refuses it"
-    )
