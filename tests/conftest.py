@@ -55,6 +55,38 @@ def monkeypatch_module():
         yield patch
 
 
+@pytest.fixture(scope="module")
+def alert_sink() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local HTTP server that keeps every JSON body POSTed to it: (its base URL, the bodies).
+    Any path answers 204 except `/gone`, which answers 410 (a webhook that stopped existing)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/gone":
+                self.send_response(410)
+            else:
+                received.append(body)
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,9 +15,6 @@ re-scoring of the day v4 published, and v4 can never be champion again.
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -184,24 +181,11 @@ def operator_triggered(dag_id: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def webhook(monkeypatch_module):
-    """A local HTTP server that keeps every alert POSTed to it."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch_module.setenv("MLOPS_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/alerts")
-    yield received
-    server.shutdown()
+def webhook(monkeypatch_module, alert_sink) -> list[dict]:
+    """The alerts of this module's runs, as a local webhook received them."""
+    url, received = alert_sink
+    monkeypatch_module.setenv("MLOPS_ALERT_WEBHOOK_URL", f"{url}/alerts")
+    return received
 
 
 @pytest.fixture(scope="module")

@@ -119,31 +119,15 @@ def test_alerts_are_logged_without_a_webhook(monkeypatch, caplog) -> None:
     assert "drift in region" in caplog.text and "churn__train" in caplog.text
 
 
-def test_alerts_are_posted_to_the_webhook_and_a_dead_webhook_does_not_raise(monkeypatch, caplog) -> None:
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
+def test_alerts_are_posted_to_the_webhook_and_a_dead_webhook_does_not_raise(
+    monkeypatch, caplog, alert_sink
+) -> None:
     from mlops_pipeline.airflow_glue import MLOpsNotifier
 
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/alerts")
-        MLOpsNotifier("retraining triggered").notify({"dag_run": dag_run()})
-    finally:
-        server.shutdown()
+    url, received = alert_sink
+    received.clear()
+    monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", f"{url}/alerts")
+    MLOpsNotifier("retraining triggered").notify({"dag_run": dag_run()})
     assert received == [
         {
             "text": "retraining triggered",
@@ -152,7 +136,7 @@ def test_alerts_are_posted_to_the_webhook_and_a_dead_webhook_does_not_raise(monk
             "task_id": None,
         }
     ]
-    monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/gone")
+    monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", f"{url}/gone")
     with caplog.at_level("ERROR", logger="mlops_pipeline.alerts"):
         MLOpsNotifier("nobody listens").notify({"dag_run": dag_run()})
     assert "could not be sent" in caplog.text
