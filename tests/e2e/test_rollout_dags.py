@@ -110,7 +110,7 @@ def test_the_canary_publishes_a_stable_share_of_ids_from_the_challenger(
 
 
 def test_a_candidate_enters_its_shadow_period_instead_of_being_promoted(
-    promoted_after_shadow, pipeline_env
+    promoted_after_shadow, pipeline_env, client
 ) -> None:
     runs = promoted_after_shadow
     assert runs["v1"].tasks["promote"] == "success"  # the first model: nothing to compare with
@@ -118,6 +118,8 @@ def test_a_candidate_enters_its_shadow_period_instead_of_being_promoted(
     assert runs["v2_champion"] == "1"
     started = shadow_started(pipeline_env, "churn", "2")
     assert started is not None and (started.champion_version, started.shadow_days) == ("1", 2)
+    # Promoted since: the tags show the period's end, with its reasons.
+    assert client.get_model_version("churn", "2").tags["rollout_reason"].startswith("live roc_auc v2 ")
 
 
 def test_the_challenger_is_scored_beside_the_champion_and_promoted_on_its_evidence(
@@ -164,7 +166,8 @@ def test_a_challenger_worse_on_the_late_labels_is_refused_and_recorded(refused, 
         ": worse"
     )
     assert outcome.evidence.live["3"]["roc_auc"] < outcome.evidence.live["2"]["roc_auc"] - 0.02
-    assert client.get_model_version("churn", "3").tags["rollout"] == "refused"
+    tags = client.get_model_version("churn", "3").tags
+    assert tags["rollout"] == "refused" and tags["rollout_reason"].startswith("live roc_auc v3 ")
     assert "challenger" not in client.get_registered_model("churn").aliases
     assert [r.to_version for r in promotion_history(pipeline_env, "churn")] == ["1", "2"]
 

@@ -7,6 +7,8 @@ rollout (:mod:`mlops_pipeline.rollout` holds its records and pure decisions).
 
 from __future__ import annotations
 
+from typing import Any
+
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.steps import RunInfo
 from mlops_pipeline.steps.results import Registered, ShadowConcluded, promotion
@@ -20,7 +22,8 @@ def enter_shadow(spec: ModelSpec, store: ObjectStore, registered: Registered, ru
 
     if not spec.rollout.shadow_days:
         return None
-    champion = registry.alias_version(registry.configured_client(), spec.name, registry.CHAMPION)
+    client = registry.configured_client()
+    champion = registry.alias_version(client, spec.name, registry.CHAMPION)
     if champion is None or str(champion.version) == registered["version"]:
         return None  # a first model has nothing to be compared with
     started = rollout.start_shadow(
@@ -33,6 +36,13 @@ def enter_shadow(spec: ModelSpec, store: ObjectStore, registered: Registered, ru
             dag_run_id=run.dag_run_id,
             at=run.event_time,
         ),
+    )
+    _tag_outcome(
+        client,
+        spec.name,
+        started.version,
+        "shadow",
+        [f"{started.shadow_days} scoring days beside champion v{started.champion_version}"],
     )
     return (
         f"{spec.name} v{started.version} is the challenger in a shadow period of {started.shadow_days} scoring "
@@ -78,7 +88,7 @@ def conclude_shadow(spec: ModelSpec, store: ObjectStore, run: RunInfo) -> Shadow
         "days": outcome.evidence.days,
     }
     if outcome.decision.action == "refuse":
-        client.set_model_version_tag(spec.name, version, "rollout", "refused")
+        _tag_outcome(client, spec.name, version, "refused", outcome.decision.reasons)
         client.delete_registered_model_alias(spec.name, registry.CHALLENGER)
         return result
     if current != version:  # a retry after the move finds it done
@@ -91,6 +101,12 @@ def conclude_shadow(spec: ModelSpec, store: ObjectStore, run: RunInfo) -> Shadow
             at=run.event_time,
             reason="shadow period: " + "; ".join(outcome.decision.reasons),
         )
-        client.set_model_version_tag(spec.name, version, "rollout", "promoted")
+        _tag_outcome(client, spec.name, version, "promoted", outcome.decision.reasons)
         result["promotion"] = promotion(record)
     return result
+
+
+def _tag_outcome(client: Any, model: str, version: str, state: str, reasons: list[str]) -> None:
+    """Show the rollout's state and its reasons on the version, where the MLflow UI lists it."""
+    client.set_model_version_tag(model, version, "rollout", state)
+    client.set_model_version_tag(model, version, "rollout_reason", "; ".join(reasons)[:5000])
