@@ -35,7 +35,7 @@ def client(mlflow_server) -> MlflowClient:
 def champion(pipeline_env, client, monkeypatch_module) -> str:
     monkeypatch_module.setenv("MLOPS_CODE_VERSION", "trained-at-this-commit")
     get_settings.cache_clear()
-    run = run_dag("churn__train", {"as_of": "2026-02-28", "window_days": 14})
+    run = run_dag("churn__train", {"as_of": "2026-02-28", "window_days": 7})
     monkeypatch_module.delenv("MLOPS_CODE_VERSION")
     get_settings.cache_clear()
     assert run.state == "success", run.tasks

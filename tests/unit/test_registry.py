@@ -314,6 +314,9 @@ def test_a_rolled_back_version_is_never_made_champion_again(
     client, spec: ModelSpec, candidate, tmp_path
 ) -> None:
     store = LocalStore(tmp_path)
+    # The registry is the module's: start from no champion, so this history is the whole story.
+    if registry.alias_version(client, spec.name, registry.CHAMPION) is not None:
+        client.delete_registered_model_alias(spec.name, registry.CHAMPION)
     first = register(client, spec, candidate)
     registry.promote(client, store, first, actor="a", dag_run_id="p1", at="2026-03-01")
     second = register(client, spec, candidate)
