@@ -337,6 +337,16 @@ def _at_least(value: float, floor: float, higher_is_better: bool) -> bool:
     return value >= floor if higher_is_better else value <= floor
 
 
+def no_worse_than(
+    value: float | None, reference: float, tolerance: float, higher_is_better: bool
+) -> tuple[bool, float]:
+    """Whether `value` is no worse than `reference` by more than `tolerance` (a missing value is
+    worse), and the bound it was held to: the gates' no-regression check, and the shadow period's
+    on live metrics."""
+    allowed = reference - tolerance if higher_is_better else reference + tolerance
+    return value is not None and _at_least(value, allowed, higher_is_better), allowed
+
+
 def evaluate_gates(
     spec: ModelSpec,
     candidate_metrics: dict[str, float],
@@ -377,8 +387,7 @@ def evaluate_gates(
         higher = spec.metric_higher_is_better(primary)
         champion_value = champion_metrics[primary]
         candidate_value = candidate_metrics.get(primary)
-        allowed = champion_value - gates.max_regression if higher else champion_value + gates.max_regression
-        ok = candidate_value is not None and _at_least(candidate_value, allowed, higher)
+        ok, allowed = no_worse_than(candidate_value, champion_value, gates.max_regression, higher)
         checks.append(
             GateCheck(
                 name=f"no_regression:{primary}",

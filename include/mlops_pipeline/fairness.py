@@ -184,8 +184,12 @@ def _group_table(predictions: Any, labels: np.ndarray, spec: ModelSpec) -> dict[
             positive = classes[0]
             metrics |= {
                 "selection_rate": lambda t, p: selection_rate(t == positive, p == positive),
-                "true_positive_rate": lambda t, p: _rate(true_positive_rate, t == positive, p == positive),
-                "false_positive_rate": lambda t, p: _rate(false_positive_rate, t == positive, p == positive),
+                "true_positive_rate": lambda t, p: _rate(
+                    true_positive_rate, t == positive, p == positive, of_positives=True
+                ),
+                "false_positive_rate": lambda t, p: _rate(
+                    false_positive_rate, t == positive, p == positive, of_positives=False
+                ),
             }
         else:
             for label in classes:
@@ -196,11 +200,12 @@ def _group_table(predictions: Any, labels: np.ndarray, spec: ModelSpec) -> dict[
     }
 
 
-def _rate(function: Any, y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """A true/false positive rate, NaN where the group has none of the rows it divides by."""
+def _rate(function: Any, y_true: np.ndarray, y_pred: np.ndarray, *, of_positives: bool) -> float:
+    """A true (`of_positives`) or false positive rate, NaN where the group has none of the rows it
+    divides by (Fairlearn answers 0 with a warning there, which would read as a measured rate)."""
     import warnings
 
-    denominator = y_true.sum() if function.__name__ == "true_positive_rate" else (~y_true).sum()
+    denominator = y_true.sum() if of_positives else (~y_true).sum()
     if denominator == 0:
         return float("nan")
     with warnings.catch_warnings():

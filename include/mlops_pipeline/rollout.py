@@ -168,13 +168,14 @@ def decide_shadow(
             f"live {metric} could not be computed (v{challenger} {_fmt(challenger_value)}, v{champion} {_fmt(champion_value)})"
         )
     else:
-        higher = spec.metric_higher_is_better(metric)
-        allowed = (
-            champion_value - policy.max_live_regression
-            if higher
-            else champion_value + policy.max_live_regression
+        from mlops_pipeline.evaluation import no_worse_than
+
+        ok, _ = no_worse_than(
+            challenger_value,
+            champion_value,
+            policy.max_live_regression,
+            spec.metric_higher_is_better(metric),
         )
-        ok = challenger_value >= allowed if higher else challenger_value <= allowed
         refused |= not ok
         reasons.append(
             f"live {metric} v{challenger} {challenger_value:.4f} vs champion v{champion} {champion_value:.4f} "

@@ -175,7 +175,12 @@ def _rollback_check(
     """The window's rollback decision for the champion; recorded (once per champion) unless a dry run."""
     from mlops_pipeline import registry, rollout
 
-    previous = rollout.previous_champion(registry.promotion_history(store, spec.name), champion)
+    # The history is read only where a rollback can be decided: every other model's window skips it.
+    previous = (
+        rollout.previous_champion(registry.promotion_history(store, spec.name), champion)
+        if spec.rollout.rollback is not None
+        else None
+    )
     decision = rollout.decide_rollback(spec, performance, champion, previous)
     trigger = (
         decision.action == "rollback"
