@@ -77,14 +77,18 @@ TRAIN_DOC = """
 `ingest` snapshots the data window (immutable, sha256-addressed) → `validate` runs the Great
 Expectations suite generated from the spec (failing rows are quarantined) → `train` fits the
 pipeline and logs it to MLflow with its lineage → `evaluate` compares it with the champion on the
-same holdout and writes the gate report → `register` sets the `challenger` alias →{approve}
-`promote` moves `champion` and records the promotion (with a `rollout.shadow_days` policy and a
-champion to compare with, it is skipped instead: the candidate enters its shadow period, decided by
-the score runs).
+same holdout and writes the gate report → `register` sets the `challenger` alias → {promote}
 
 **Params**: `as_of` (last day of data, default: end of the run's data interval), `window_days`
 (default {window_days}), `dry_run` (stop after the gate report; nothing is registered).
 """
+
+
+PROMOTE_DOC = """`promote` moves `champion` and records the promotion (with a `rollout.shadow_days` policy and a
+champion to compare with, it is skipped instead: the candidate enters its shadow period, decided by
+the score runs)."""
+APPROVAL_DOC = """`request_approval` starts `{name}__approve` (run `v<version>__approval`), where a person
+promotes or rejects the candidate in the Required Actions page; this run ends there."""
 
 
 def train_dag(spec: ModelSpec) -> DAG:
@@ -97,7 +101,7 @@ def train_dag(spec: ModelSpec) -> DAG:
             name=spec.name,
             description=spec.description,
             window_days=spec.source.window_days,
-            approve=" `approve` (a person approves in the UI) →" if spec.approval_required else "",
+            promote=APPROVAL_DOC.format(name=spec.name) if spec.approval_required else PROMOTE_DOC,
         ),
         schedule=spec.schedules.train,
         **dag_defaults(spec, "train"),
@@ -198,21 +202,26 @@ def train_dag(spec: ModelSpec) -> DAG:
         candidate = train(manifest, validated)
         evaluation = evaluate(validated, candidate)
         registered = register(manifest, candidate, evaluation)
-        promoted = promote(registered, manifest)
-        if spec.approval_required:
-            from airflow.providers.standard.operators.hitl import ApprovalOperator
+        if not spec.approval_required:
+            promote(registered, manifest)
+            return
 
-            approve = ApprovalOperator(
-                task_id="approve",
-                retries=0,  # a person's answer is not retried
-                subject=f"Promote {spec.name} v{{{{ ti.xcom_pull(task_ids='register')['version'] }}}} to champion?",
-                body=(
-                    "The candidate passed its gates.\n\n"
-                    "Gate report: {{ ti.xcom_pull(task_ids='evaluate')['report_html_uri'] }}\n\n"
-                    "Holdout metrics: {{ ti.xcom_pull(task_ids='evaluate')['candidate_metrics'] }}"
-                ),
-            )
-            registered >> approve >> promoted
+        @task
+        def approval_conf(registered: Registered, manifest: Snapshot) -> dict[str, object]:
+            """The conf of the `<model>__approve` run that asks about this candidate."""
+            return {"version": int(registered["version"]), "as_of": manifest["as_of"]}
+
+        from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+        # The person answers in its own DAG run: this run ends here, so a candidate waiting for an
+        # answer never holds up the next training run (which supersedes it).
+        TriggerDagRunOperator(
+            task_id="request_approval",
+            trigger_dag_id=f"{spec.name}__approve",
+            trigger_run_id="v{{ ti.xcom_pull(task_ids='register')['version'] }}__approval",
+            conf=approval_conf(registered, manifest),
+            skip_when_already_exists=True,  # a retry after the run was created
+        )
 
     return lifecycle()
 

@@ -11,6 +11,7 @@ predictions_shadow/<model>/ds=<ds>/        the same for the challenger's shadow 
 monitoring/<model>/windows|triggers/<end>.json   window verdicts (replaced on rerun); retraining triggers (create-only)
 registry/<model>/history/<sequence>.json   promotion history (create-only)
 registry/<model>/promotions/<run>-v<version>.json   one run's promotion, claimed before the alias moves (create-only)
+registry/<model>/rollouts/v<version>/      approval.json, started.json, outcome.json, rollback.json (create-only)
 ```
 `<run>` is `run_segment(run id)`: the Airflow run id made safe for keys plus a hash of the exact
 id, so the UI plugin can find a run's reports from the run id alone, even when the task that
@@ -263,6 +264,11 @@ def rollout_outcome_key(model: str, version: str) -> str:
 def rollout_rollback_key(model: str, version: str) -> str:
     """The automatic rollback of champion `version` the monitor triggered (create-only: once)."""
     return f"{rollout_prefix(model, version)}/rollback.json"
+
+
+def approval_key(model: str, version: str) -> str:
+    """A person's answer on a candidate (approved, rejected, timed out, superseded; create-only: once)."""
+    return f"{rollout_prefix(model, version)}/approval.json"
 
 
 # --- source files that could not be read ------------------------------------------------------------

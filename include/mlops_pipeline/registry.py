@@ -286,9 +286,10 @@ def versions_of_run(client: MlflowClient, model: str, run_id: str) -> list[Model
 
 @dataclass(frozen=True)
 class PromotionRecord:
-    """One move of the `champion` alias."""
+    """One decision on the `champion` alias: a move (promote, rollback), or a promotion refused
+    by a person or their silence (reject: the alias stayed, `to_version` is the refused candidate)."""
 
-    action: str  # "promote" or "rollback"
+    action: str  # "promote", "rollback" or "reject"
     model: str
     from_version: str | None
     to_version: str
@@ -389,6 +390,42 @@ def promote(
     _refuse_rolled_back(version)
     already_there = current is not None and str(current.version) == record.to_version
     return _move_champion(client, store, record, already_there=already_there)
+
+
+def record_refusal(
+    client: MlflowClient,
+    store: ObjectStore,
+    version: ModelVersion,
+    *,
+    actor: str,
+    dag_run_id: str,
+    at: str,
+    reason: str,
+) -> PromotionRecord:
+    """Write a refused promotion of `version` to the promotion history (once per version) and take
+    `challenger` from it when it still holds the alias: the champion does not move."""
+    model, number = version.name, str(version.version)
+    for recorded in promotion_history(store, model):
+        if recorded.action == "reject" and recorded.to_version == number:
+            return recorded  # a retry
+    current = alias_version(client, model, CHAMPION)
+    record = PromotionRecord(
+        action="reject",
+        model=model,
+        from_version=str(current.version) if current else None,
+        to_version=number,
+        actor=actor,
+        dag_run_id=dag_run_id,
+        at=at,
+        reason=reason,
+        gate_report_uri=version.tags.get("gate_report_uri"),
+        data_sha256=version.tags.get("data_sha256"),
+    )
+    _append_history(store, record)
+    challenger = alias_version(client, model, CHALLENGER)
+    if challenger is not None and str(challenger.version) == number:
+        client.delete_registered_model_alias(model, CHALLENGER)
+    return record
 
 
 def _refuse_rolled_back(version: ModelVersion) -> None:

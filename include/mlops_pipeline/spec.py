@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -533,7 +534,24 @@ class ModelSpec(_Strict):
     gates: GateSpec
     drift: DriftSpec = DriftSpec()
     schedules: ScheduleSpec = ScheduleSpec()
-    approval_required: bool = False
+    approval_required: bool = Field(
+        default=False,
+        description=(
+            "A person approves each candidate that passed its gates (`<model>__approve`, Airflow's"
+            " Required Actions page) before it is promoted or enters its shadow period."
+        ),
+    )
+    approval_timeout: timedelta = Field(
+        default=timedelta(days=3),
+        ge=timedelta(seconds=1),
+        le=timedelta(days=30),
+        description="How long a candidate waits for an answer before it is refused (YAML: seconds, or P3D, PT30M).",
+    )
+    approvers: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Airflow user ids who may answer (HITL assigned users); empty: anyone who may edit the DAG.",
+    )
     rollout: RolloutSpec = RolloutSpec()
     scoring: ScoringSpec | None = Field(
         default=None, description="Batch scoring; no `<model>__score` DAG when absent."
@@ -639,6 +657,10 @@ class ModelSpec(_Strict):
                 f"gates: metrics {sorted(unknown)} do not apply to {self.task}; use {sorted(allowed_metrics)}"
             )
         self._check_fairness()
+        if not self.approval_required and (
+            self.approvers or self.approval_timeout != ModelSpec.model_fields["approval_timeout"].default
+        ):
+            raise ValueError("approvers and approval_timeout need approval_required: true")
         if self.rollout.shadow_days and self.scoring is None:
             raise ValueError("rollout.shadow_days needs a scoring section: the shadow period is scoring days")
         if self.rollout.canary_share and not self.rollout.shadow_days:

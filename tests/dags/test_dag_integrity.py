@@ -27,9 +27,12 @@ HEAVY = ("sklearn", "mlflow", "great_expectations", "evidently", "pandas")
 PARSE_BUDGET_50_SPECS_S = 12.0
 MODELS = sorted(path.stem for path in (REPO / "include" / "models").glob("*.yaml"))
 SCORED = ["churn", "penguins"]  # the example specs with a scoring section
-EXPECTED_DAGS = {f"{m}__{kind}" for m in MODELS for kind in ("train", "rollback", "reproduce")} | {
-    f"{m}__{kind}" for m in SCORED for kind in ("score", "monitor")
-}
+APPROVED = ["diabetes"]  # the example specs with approval_required
+EXPECTED_DAGS = (
+    {f"{m}__{kind}" for m in MODELS for kind in ("train", "rollback", "reproduce")}
+    | {f"{m}__{kind}" for m in SCORED for kind in ("score", "monitor")}
+    | {f"{m}__approve" for m in APPROVED}
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,7 @@ def test_lifecycle_dags_run_one_at_a_time_and_retry_external_calls(dagbag) -> No
     for dag_id, dag in dagbag.dags.items():
         assert dag.max_active_runs == 1, dag_id
         for task in dag.tasks:
-            if task.task_type != "ApprovalOperator":
+            if task.task_type != "CandidateApproval":
                 assert task.retries >= 2, f"{dag_id}.{task.task_id} talks to MLflow/the store without retries"
 
 
@@ -109,12 +112,28 @@ def test_train_dag_shape(dagbag) -> None:
     order = ["ingest", "validate", "train", "evaluate", "register", "promote"]
     for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.task_dict[upstream].downstream_task_ids, f"{upstream} -> {downstream}"
-    assert "approve" not in dag.task_dict  # churn.yaml does not ask for approval
-    approving = dagbag.dags["diabetes__train"]  # diabetes.yaml does
-    assert approving.task_dict["approve"].downstream_task_ids == {"promote"}
-    assert "approve" in approving.task_dict["register"].downstream_task_ids
+    assert "request_approval" not in dag.task_dict  # churn.yaml does not ask for approval
     outlets = [asset.name for asset in dag.task_dict["promote"].outlets]
     assert outlets == ["churn__champion"]
+
+
+def test_a_train_dag_with_approval_asks_in_its_own_run_and_never_promotes(dagbag) -> None:
+    training = dagbag.dags["diabetes__train"]  # diabetes.yaml asks for approval
+    assert "promote" not in training.task_dict
+    asking = training.task_dict["request_approval"]
+    assert asking.trigger_dag_id == "diabetes__approve"
+    assert asking.skip_when_already_exists  # a retry does not ask twice
+    assert "register" in asking.upstream_task_ids | {
+        t for up in asking.upstream_task_ids for t in training.task_dict[up].upstream_task_ids
+    }
+    approving = dagbag.dags["diabetes__approve"]
+    order = ["request", "approve", "decide", "promote"]
+    for upstream, downstream in itertools.pairwise(order):
+        assert downstream in approving.task_dict[upstream].downstream_task_ids, f"{upstream} -> {downstream}"
+    waiting = approving.task_dict["approve"]
+    assert waiting.retries == 0 and waiting.defaults == ["Reject"]
+    assert waiting.options == ["Promote", "Reject"]
+    assert [asset.name for asset in approving.task_dict["promote"].outlets] == ["diabetes__champion"]
 
 
 def test_params_have_schemas_that_refuse_bad_input(dagbag) -> None:
@@ -240,6 +259,14 @@ BAD_VALUES = {
         ("model_version", True),
         ("shadow", 1),
     ],
+    "approve": [
+        ("version", None),  # which candidate must be said
+        ("version", 0),
+        ("version", 2**31),
+        ("version", "3"),
+        ("as_of", "2026-3-1"),
+        ("as_of", "x" * 1_000_000),
+    ],
     "monitor": [
         ("end", "2026-04-04T00:00:00"),
         ("window_days", 366),
@@ -251,7 +278,12 @@ BAD_VALUES = {
 
 def test_the_bad_value_table_covers_every_param_of_every_dag_kind(dagbag) -> None:
     for kind, cases in BAD_VALUES.items():
-        assert {name for name, _ in cases} == set(dagbag.dags[f"churn__{kind}"].params), kind
+        assert {name for name, _ in cases} == set(dagbag.dags[_dag_of(kind)].params), kind
+
+
+def _dag_of(kind: str) -> str:
+    """The example DAG of one kind: churn's, or diabetes' for approve (churn has no approval)."""
+    return f"{'diabetes' if kind == 'approve' else 'churn'}__{kind}"
 
 
 @pytest.mark.parametrize(
@@ -262,7 +294,7 @@ def test_the_bad_value_table_covers_every_param_of_every_dag_kind(dagbag) -> Non
 def test_param_schemas_refuse_oversized_and_malformed_values(dagbag, kind, name, bad) -> None:
     from airflow.sdk.definitions.param import ParamValidationError
 
-    params = copy.deepcopy(dagbag.dags[f"churn__{kind}"].params)
+    params = copy.deepcopy(dagbag.dags[_dag_of(kind)].params)
     with pytest.raises(ParamValidationError, match=f"param {name}"):
         params[name] = bad
         params.validate()
@@ -277,6 +309,7 @@ def test_param_schemas_accept_their_limits(dagbag) -> None:
         ("churn__reproduce", {"version": MAX_MODEL_VERSION}),
         ("churn__score", {"ds": "2026-03-01", "model_version": MAX_MODEL_VERSION, "shadow": True}),
         ("churn__monitor", {"end": "2026-04-04", "window_days": 365, "dry_run": True}),
+        ("diabetes__approve", {"version": MAX_MODEL_VERSION, "as_of": "2026-03-01"}),
     ):
         params = copy.deepcopy(dagbag.dags[dag_id].params)
         for name, value in values.items():

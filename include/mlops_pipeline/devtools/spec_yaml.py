@@ -268,6 +268,9 @@ def render_yaml(
         f'#     uri: "incoming/{name}/ds={{ds}}/*.parquet"',
         "#     format: parquet",
         "",
+        "# A person approves each candidate in Airflow's Required Actions page (<model>__approve):",
         f"approval_required: {_scalar(data['approval_required'])}",
+        "# approval_timeout: P3D   # no answer by then refuses the candidate (needs approval_required)",
+        "# approvers: [alice]      # Airflow users who may answer; empty: anyone who may edit the DAG",
     ]
     return "\n".join(out) + "\n"

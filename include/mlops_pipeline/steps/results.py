@@ -107,6 +107,34 @@ def promotion(record: PromotionRecord) -> Promotion:
     )
 
 
+# --- <model>__approve -------------------------------------------------------------------------------
+
+
+class ApprovalRequest(TypedDict):
+    """`request`: the candidate a person is asked about, and what they need to answer."""
+
+    model: str
+    version: str
+    as_of: str | None  # the last day the candidate was trained on: re-scored when it is promoted
+    gate_report_path: str | None  # the plugin's page of the training run's gate report
+    holdout_metrics: dict[str, float]
+    champion_version: str | None
+
+
+class ApprovalDecided(TypedDict):
+    """`decide`: the recorded decision (`approval.ApprovalDecision`) and what it did to the registry."""
+
+    model: str
+    version: str
+    outcome: str  # approved, rejected, timed_out or superseded
+    by: str
+    reason: str
+    dag_run_id: str
+    at: str
+    approved: bool
+    summary: str
+
+
 class Reproduced(TypedDict):
     """`reproduce`: a version rebuilt exactly from its lineage (`reproduction.ReproductionReport`)."""
 
