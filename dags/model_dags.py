@@ -1,5 +1,6 @@
 """DAG factory: every model spec in include/models/ becomes `<model>__train`, `<model>__rollback`
-and `<model>__reproduce` and, when the spec has a scoring section, `<model>__score` and `<model>__monitor`.
+and `<model>__reproduce` and, when the spec has a scoring section, `<model>__score` and `<model>__monitor`
+(`approval_dags.py` adds `<model>__approve` for a spec with `approval_required`).
 
 This file only declares. Each task is a thin wrapper around the function of the same name in
 `mlops_pipeline.steps.<kind>` (`train`, `score`, `monitor`, `rollback`); the payloads between tasks

@@ -1,5 +1,7 @@
-"""The package's only Airflow-aware module: context → plain values, the store for a task, assets,
-schedules, the DAG defaults every DAG kind shares, failure mapping and notifiers.
+"""The package's Airflow adapter: context → plain values, the store for a task, assets, schedules,
+the DAG defaults every DAG kind shares, failure mapping and notifiers. (The one other Airflow-aware
+module is `approval_step`, the approve task's operator and trigger, kept apart because only DAGs
+of specs with `approval_required` need the Human-in-the-loop classes.)
 
 Kept small on purpose: everything else in the package runs without Airflow, so it can be tested
 and reused (CLI, benchmarks) without a scheduler. Light at import (the DAG files import it while

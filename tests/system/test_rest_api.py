@@ -85,7 +85,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         with AirflowClient(settings.base_url) as client:
             client.login("admin", passwords["admin"])
-            client.wait_for_parsed(DAG_ID, timeout=120)
+            for dag_id in (DAG_ID, "diabetes__approve"):  # two DAG files
+                client.wait_for_parsed(dag_id, timeout=120)
         yield Stack(airflow_url=settings.base_url, mlflow_url=mlflow_url, passwords=passwords, store=store)
     finally:
         processes.stop_all(layout.state_dir, timeout=15, order=STOP_ORDER)
@@ -158,6 +159,9 @@ BAD_CONF = [
     ("churn__score", {"model_version": 99999999999999999999}, "model_version"),
     ("churn__score", {"model_version": -1}, "model_version"),
     ("churn__score", {"shadow": "true"}, "shadow"),
+    ("diabetes__approve", {"version": 0}, "version"),
+    ("diabetes__approve", {"version": "latest"}, "version"),
+    ("diabetes__approve", {"version": 1, "as_of": BIG}, "as_of"),
     ("churn__monitor", {"end": "yesterday"}, "end"),
     ("churn__monitor", {"window_days": 366}, "window_days"),
     ("churn__monitor", {"dry_run": 1}, "dry_run"),
@@ -269,6 +273,8 @@ def test_unknown_conf_keys_fail_the_first_task_of_every_dag_with_nothing_changed
         "churn__score": ("plan", {"ds": "2026-03-02", "shadoww": True}, "shadoww"),
         "churn__reproduce": ("reproduce", {"version": int(champion.version), "versoin": 2}, "versoin"),
         "churn__monitor": ("check", {"end": "2026-04-04", "window_days": 3, "extra": BIG}, "extra"),
+        # Before anyone is asked: the question is never put for a run with a conf it does not know.
+        "diabetes__approve": ("request", {"version": int(champion.version), "verison": 1}, "verison"),
     }
     # Accepted by the API, as Airflow accepts any undeclared key: the run exists, the task refuses.
     runs = {dag_id: admin.trigger_dag_run(dag_id, conf) for dag_id, (_, conf, _) in triggers.items()}

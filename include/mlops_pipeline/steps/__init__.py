@@ -1,7 +1,8 @@
 """The task bodies of the DAGs, independent of any orchestrator: one module per DAG kind.
 
 `steps.train` (`<model>__train`), `steps.score` (`<model>__score`), `steps.monitor`
-(`<model>__monitor`) and `steps.rollback` (`<model>__rollback`); each function is named like the
+(`<model>__monitor`), `steps.rollback` (`<model>__rollback`), `steps.approve` (`<model>__approve`),
+`steps.reproduce` and `steps.rollout` (the shadow period's steps); each function is named like the
 task whose body it is. A step takes plain values (a spec, a store, dates, the payloads of earlier
 tasks as typed in :mod:`steps.results`), does its I/O at the edges, and returns a small
 JSON-serialisable payload of URIs and facts for the next task: tasks pass URIs, never data.

@@ -1,7 +1,7 @@
 """The task bodies of `<model>__train`: ingest → validate → train → evaluate → register → promote.
 
-Each function is the body of the task of the same name (the `approve` task between register and
-promote is Airflow's ApprovalOperator and has none).
+Each function is the body of the task of the same name. With `approval_required`, `promote` is
+not in this DAG: `request_approval` starts `<model>__approve` (`steps.approve`) instead.
 """
 
 from __future__ import annotations
