@@ -71,6 +71,11 @@ class CandidateApprovalTrigger(HITLTrigger):
         from asgiref.sync import sync_to_async
 
         while True:
+            # Look only after one interval: an event within a moment of the deferral can reach the
+            # scheduler before it has seen the deferring worker exit, and Airflow then fails the
+            # re-queued task as "killed externally" (its resume guard covers `scheduled`, not
+            # `queued`). A person's answer never waits on this loop, and ten seconds cost nothing.
+            await asyncio.sleep(self.poke_interval)
             if self.timeout_datetime and self.timeout_datetime < utcnow():
                 yield await self._handle_timeout()
                 return
@@ -80,7 +85,6 @@ class CandidateApprovalTrigger(HITLTrigger):
             if newer := await sync_to_async(newer_candidate)(self.model, self.version):
                 yield await self._supersede(newer)
                 return
-            await asyncio.sleep(self.poke_interval)
 
     async def _supersede(self, newer: str) -> TriggerEvent:
         """Answer Reject on the candidate's behalf, so the Required Actions page stops listing it."""

@@ -1,7 +1,7 @@
 """`<model>__approve`'s steps outside Airflow, on the real diabetes data and a real (SQLite) MLflow
 registry: what each answer does to the registry, the promotion history and the version's tags.
 The wait itself (Airflow's Human-in-the-loop step, its timeout and supersession) runs under the
-real scheduler and triggerer in tests/system/test_approval.py."""
+real scheduler and triggerer in tests/system/test_rollout.py."""
 
 from __future__ import annotations
 
