@@ -203,14 +203,26 @@ def mlflow_registry(stack: Stack) -> MlflowClient:
     return MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
 
 
+def run_to_end(admin: AirflowClient, dag_id: str, conf: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """Trigger `dag_id` with `conf`, wait for it to succeed, and return its run id and each task's state."""
+    run = admin.trigger_dag_run(dag_id, conf)
+    finished = admin.wait_for_dag_run(dag_id, run.run_id, timeout=300, interval=2)
+    states = {ti.label: ti.state for ti in admin.list_task_instances(dag_id, run.run_id)}
+    assert finished.state == "success", (dag_id, conf, states)
+    return run.run_id, states
+
+
+def trained_version(admin: AirflowClient, model: str, conf: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """Run `<model>__train` to its end and return the registered version and the run's task states."""
+    run_id, states = run_to_end(admin, f"{model}__train", conf)
+    return str(admin.get_xcom(f"{model}__train", run_id, "register")["version"]), states
+
+
 def train(admin: AirflowClient, model: str) -> str:
-    """Run `<model>__train` to its end (it does not wait for the approval) and return the version."""
-    run = admin.trigger_dag_run(f"{model}__train", {"as_of": AS_OF})
-    finished = admin.wait_for_dag_run(f"{model}__train", run.run_id, timeout=300, interval=2)
-    states = {ti.label: ti.state for ti in admin.list_task_instances(f"{model}__train", run.run_id)}
-    assert finished.state == "success", states
+    """Train a model that asks for approval (the run does not wait for the answer): its version."""
+    version, states = trained_version(admin, model, {"as_of": AS_OF})
     assert states["request_approval"] == "success", states
-    return str(admin.get_xcom(f"{model}__train", run.run_id, "register")["version"])
+    return version
 
 
 def hitl_path(model: str, version: str) -> str:
@@ -354,15 +366,6 @@ def test_nobody_answering_in_time_is_a_recorded_refusal_that_blocks_nothing(
 # --- shadow, canary, automatic rollback ---------------------------------------------------------------
 
 
-def run_to_end(admin: AirflowClient, dag_id: str, conf: dict[str, Any]) -> dict[str, str]:
-    """Trigger `dag_id` with `conf`, wait for it to succeed, and return each task's state."""
-    run = admin.trigger_dag_run(dag_id, conf)
-    finished = admin.wait_for_dag_run(dag_id, run.run_id, timeout=300, interval=2)
-    states = {ti.label: ti.state for ti in admin.list_task_instances(dag_id, run.run_id)}
-    assert finished.state == "success", (dag_id, conf, states)
-    return states
-
-
 def wait_for(what: str, check: Any, timeout: float = 300) -> Any:
     """Poll `check()` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout
@@ -373,8 +376,8 @@ def wait_for(what: str, check: Any, timeout: float = 300) -> Any:
 
 
 def published_by(stack: Stack, ds: str, version: str) -> Any:
-    """Wait until the published partition of `ds` is `version`'s (a run Airflow started itself),
-    and every score run has ended."""
+    """Wait until the published partition of `ds` is `version`'s (a run Airflow started itself)
+    and return its manifest."""
     wait_for(
         f"churn {ds} published by v{version}",
         lambda: (read_manifest(stack.store, PREDICTIONS, "churn", ds) or {}).get("model_version") == version,
@@ -388,15 +391,6 @@ def score_runs_settled(admin: AirflowClient) -> None:
         "churn__score runs to end",
         lambda: all(run.finished for run in admin.list_dag_runs("churn__score")),
     )
-
-
-def churn_version(admin: AirflowClient, conf: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    """Train churn and return the registered version and the run's task states."""
-    run = admin.trigger_dag_run("churn__train", conf)
-    finished = admin.wait_for_dag_run("churn__train", run.run_id, timeout=300, interval=2)
-    states = {ti.label: ti.state for ti in admin.list_task_instances("churn__train", run.run_id)}
-    assert finished.state == "success", states
-    return str(admin.get_xcom("churn__train", run.run_id, "register")["version"]), states
 
 
 @dataclass
@@ -420,18 +414,18 @@ def rollout(stack: Stack, admin: AirflowClient) -> Rollout:
     scored: dict[str, dict[str, str]] = {}
     week = {"window_days": 7}
 
-    versions["v1"], trained["v1"] = churn_version(admin, {"as_of": "2026-02-21", **week})
+    versions["v1"], trained["v1"] = trained_version(admin, "churn", {"as_of": "2026-02-21", **week})
     published_by(stack, "2026-02-21", versions["v1"])  # the new champion re-scores its data day
     score_runs_settled(admin)
-    versions["v2"], trained["v2"] = churn_version(admin, {"as_of": "2026-02-28", **week})
+    versions["v2"], trained["v2"] = trained_version(admin, "churn", {"as_of": "2026-02-28", **week})
 
-    scored["2026-03-01"] = run_to_end(admin, "churn__score", {"ds": "2026-03-01"})
+    _, scored["2026-03-01"] = run_to_end(admin, "churn__score", {"ds": "2026-03-01"})
     canary_day = read_partition(stack.store, "churn", "2026-03-01")
     canary_manifest = read_manifest(stack.store, PREDICTIONS, "churn", "2026-03-01") or {}
-    scored["2026-03-02"] = run_to_end(admin, "churn__score", {"ds": "2026-03-02"})
+    _, scored["2026-03-02"] = run_to_end(admin, "churn__score", {"ds": "2026-03-02"})
     published_by(stack, "2026-03-02", versions["v2"])  # promoted at the period's end: re-scored
     score_runs_settled(admin)
-    scored["2026-03-03"] = run_to_end(admin, "churn__score", {"ds": "2026-03-03"})
+    _, scored["2026-03-03"] = run_to_end(admin, "churn__score", {"ds": "2026-03-03"})
 
     # The team ships a crippled estimator without a shadow period: the spec edited in place.
     (stack.models / "churn.yaml").write_text(churn_spec(crippled=True))
@@ -445,12 +439,12 @@ def rollout(stack: Stack, admin: AirflowClient) -> Rollout:
         ),
         timeout=180,
     )
-    versions["v3"], trained["v3"] = churn_version(admin, {"as_of": "2026-02-28", **week})
+    versions["v3"], trained["v3"] = trained_version(admin, "churn", {"as_of": "2026-02-28", **week})
     published_by(stack, "2026-02-28", versions["v3"])
     score_runs_settled(admin)
-    scored["2026-03-04"] = run_to_end(admin, "churn__score", {"ds": "2026-03-04"})
+    _, scored["2026-03-04"] = run_to_end(admin, "churn__score", {"ds": "2026-03-04"})
 
-    monitor = run_to_end(admin, "churn__monitor", {"end": "2026-03-04", "window_days": 2})
+    _, monitor = run_to_end(admin, "churn__monitor", {"end": "2026-03-04", "window_days": 2})
     rollback_runs = wait_for(
         "churn__rollback to end",
         lambda: (runs := admin.list_dag_runs("churn__rollback")) and all(r.finished for r in runs) and runs,
@@ -470,7 +464,7 @@ def rollout(stack: Stack, admin: AirflowClient) -> Rollout:
 
 
 def test_a_candidate_in_its_shadow_period_serves_its_canary_share_and_is_promoted_on_its_evidence(
-    rollout: Rollout, stack: Stack, mlflow_registry: MlflowClient
+    rollout: Rollout, stack: Stack
 ) -> None:
     v1, v2 = rollout.versions["v1"], rollout.versions["v2"]
     assert rollout.train_tasks["v1"]["promote"] == "success"  # nothing to compare with
