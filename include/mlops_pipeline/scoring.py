@@ -74,6 +74,23 @@ _T = TypeVar("_T")
 
 REASONS_COLUMN = "_reasons"
 PREDICTION = "prediction"
+# Upper bounds of the histograms kept while scoring (a last bucket holds what is above them all):
+# fixed, so that the files of a run, and the runs of a model, sum bucket by bucket.
+LATENCY_BUCKETS_SECONDS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PROBABILITY_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def bucket_counts(values: np.ndarray, bounds: tuple[float, ...]) -> list[int]:
+    """How many `values` fall in each bucket `(previous bound, bound]`, and above the last bound."""
+    index = np.searchsorted(np.asarray(bounds), values, side="left")
+    return [int(n) for n in np.bincount(index, minlength=len(bounds) + 1)]
+
+
+def _add_counts(mine: list[int], theirs: list[int]) -> list[int]:
+    # A side without observations has no counts at all (also the stats of runs from before these).
+    if not mine or not theirs:
+        return list(mine or theirs)
+    return [a + b for a, b in zip(mine, theirs, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,18 @@ class ScoreStats:
     prediction_sum: float = 0.0
     prediction_sq_sum: float = 0.0
     seconds: float = 0.0
+    # Per bucket of LATENCY_BUCKETS_SECONDS: batches by the time the model took to predict them.
+    batch_latency_counts: list[int] = field(default_factory=list)
+    batch_latency_sum: float = 0.0
+    # Classification, per bucket of PROBABILITY_BUCKETS: rows by the positive (last) class's probability.
+    probability_counts: list[int] = field(default_factory=list)
+
+    def observe_batch(self, seconds: float) -> None:
+        """Count one batch the model predicted in `seconds`."""
+        self.batch_latency_counts = _add_counts(
+            self.batch_latency_counts, bucket_counts(np.asarray([seconds]), LATENCY_BUCKETS_SECONDS)
+        )
+        self.batch_latency_sum += seconds
 
     def add(self, other: ScoreStats) -> None:
         """Accumulate `other` into this one."""
@@ -119,6 +148,9 @@ class ScoreStats:
         self.prediction_sum += other.prediction_sum
         self.prediction_sq_sum += other.prediction_sq_sum
         self.seconds += other.seconds
+        self.batch_latency_counts = _add_counts(self.batch_latency_counts, other.batch_latency_counts)
+        self.batch_latency_sum += other.batch_latency_sum
+        self.probability_counts = _add_counts(self.probability_counts, other.probability_counts)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -363,6 +395,9 @@ def _summarise(stats: ScoreStats, predictions: Predictions, classes: np.ndarray 
     for label, count in zip(labels, counts, strict=True):
         stats.predicted_labels[str(label)] = stats.predicted_labels.get(str(label), 0) + int(count)
     stats.prediction_sum += float(predictions.values[:, -1].sum())
+    stats.probability_counts = _add_counts(
+        stats.probability_counts, bucket_counts(predictions.values[:, -1], PROBABILITY_BUCKETS)
+    )
 
 
 @dataclass
@@ -578,7 +613,9 @@ def score_file(
             features = scorable.features
             for name, nulls in scorable.nulls.items():
                 stats.nulls_by_feature[name] = stats.nulls_by_feature.get(name, 0) + nulls
+            predicting = time.perf_counter()
             predictions = predict(pipeline, features, classes)
+            stats.observe_batch(time.perf_counter() - predicting)
             outputs = [(writer, prediction_table(scorable.ids, predictions, classes, stamp, schema))]
             stats.rows_scored += len(features)
             _summarise(stats, predictions, classes)

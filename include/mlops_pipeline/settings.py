@@ -1,11 +1,13 @@
 """Every environment variable the package reads, in one place, read lazily and never at import time.
 
-Four small classes, because their readers differ in what they may require and how often they read:
+Small classes, because their readers differ in what they may require and how often they read:
 
 * :class:`Settings`: what a task needs (store, MLflow); the two required variables fail loudly by
   name. Read once per process (:func:`get_settings`).
 * :class:`ParseSettings`: what parsing the DAG files needs (where the specs are). Nothing is
   required, so a scheduler without the tasks' settings still parses.
+* :class:`AlertSettings` and :class:`MetricsSettings`: where alerts and metrics go; read when one is
+  sent, and never required (unset: logged, or not pushed).
 * :class:`S3Settings`: endpoint and region for S3 clients opened without an Airflow connection
   (the `mlops example-data` command, benchmarks, the native stack).
 * :class:`DemoSettings`: what a person sets for `mlops demo` / `mlops stack`, from the environment
@@ -87,9 +89,25 @@ class AlertSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore", env_ignore_empty=True)
 
-    alert_webhook_url: str | None = Field(
-        default=None, description="Alerts are POSTed here as JSON when set; else they are logged."
+    alert_http_conn_id: str | None = Field(
+        default=None, description="Airflow HTTP connection of the alert webhook; unset: no webhook."
     )
+    alert_http_endpoint: str = Field(
+        default="", description="Path on that connection's host alerts are POSTed to."
+    )
+    alert_smtp_conn_id: str | None = Field(
+        default=None, description="Airflow SMTP connection alerts are emailed through; unset: no email."
+    )
+    alert_email_to: str = Field(default="", description="Who the alert emails go to (comma-separated).")
+    alert_email_from: str = Field(default="mlops-pipeline@localhost", description="The alert emails' sender.")
+    alert_webhook_url: str | None = Field(
+        default=None, description="No longer read: alerts go through connections (MLOPS_ALERT_HTTP_CONN_ID)."
+    )
+
+    def email_recipients(self) -> list[str]:
+        """MLOPS_ALERT_EMAIL_TO as a list."""
+        return [part.strip() for part in self.alert_email_to.split(",") if part.strip()]
+
     mlflow_ui_url: str | None = Field(
         default=None, description="The MLflow UI people open; unset: MLFLOW_TRACKING_URI when it is http(s)."
     )
@@ -99,6 +117,20 @@ class AlertSettings(BaseSettings):
         """The MLflow UI's address, or None when neither setting is an http(s) URL."""
         url = self.mlflow_ui_url or self.mlflow_tracking_uri or ""
         return url.rstrip("/") if url.startswith(("http://", "https://")) else None
+
+
+class MetricsSettings(BaseSettings):
+    """Where runs push their figures for Prometheus (see :mod:`mlops_pipeline.telemetry`); read at each push."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore", env_ignore_empty=True)
+
+    pushgateway_url: str | None = Field(
+        default=None,
+        description="Prometheus Pushgateway, e.g. http://127.0.0.1:9091; unset: nothing is pushed.",
+    )
+    pushgateway_timeout: float = Field(
+        default=5.0, gt=0, le=120, description="Seconds a push waits before it gives up (the run goes on)."
+    )
 
 
 class S3Settings(BaseSettings):

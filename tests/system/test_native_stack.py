@@ -205,3 +205,58 @@ def test_the_services_keep_their_state_in_postgres_redis_and_s3(stack: Stack) ->
     )
     keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
     assert any(key.endswith("model.skops") for key in keys), keys[:20]
+
+
+def wait_for_series(stack: Stack, promql: str, timeout: float = 30) -> list[dict]:
+    """The instant vector of `promql` once Prometheus has scraped something for it."""
+    assert stack.native.prometheus is not None, "the native stack runs Prometheus"
+    deadline = time.monotonic() + timeout
+    while not (result := stack.native.prometheus.query(promql)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert result, f"Prometheus has no series for {promql}"
+    return result
+
+
+def test_prometheus_holds_what_an_operator_graphs_for_the_churn_model(stack: Stack) -> None:
+    """After the lifecycle above: each run pushed its figures, and Prometheus scraped them."""
+    registry = MlflowClient(tracking_uri=stack.native.mlflow_url, registry_uri=stack.native.mlflow_url)
+    champion = registry.get_model_version_by_alias(MODEL, "champion").version
+    churn = f'model="{MODEL}"'
+
+    def values(promql: str) -> dict[str, float]:
+        return {
+            ",".join(
+                f"{k}={v}" for k, v in sorted(s["metric"].items()) if k not in {"__name__", "instance"}
+            ): float(s["value"][1])
+            for s in wait_for_series(stack, promql)
+        }
+
+    # Volume, per scored day over the test: every day published, each with its 800 rows.
+    per_day = values(f"max by (ds) (max_over_time(mlops_score_input_rows{{{churn}}}[2h]))")
+    assert per_day == {f"ds={ds}": ROWS_PER_DAY for ds in (FIRST_AS_OF, *DRIFT_DAYS)}, per_day
+    # The last run (the re-score by the new champion): its latency percentiles and prediction
+    # distribution, which counts every published row, and the champion serving all of them.
+    (p95,) = values(
+        f"histogram_quantile(0.95, sum by (le) (mlops_score_batch_latency_seconds_bucket{{{churn}}}))"
+    ).values()
+    assert 0 < p95 <= 10
+    published = read_manifest(stack.store, "predictions", MODEL, DRIFT_DAYS[-1])["rows"]
+    assert values(f"sum(mlops_score_prediction_probability_count{{{churn}}})") == {"": published}
+    assert values(f"mlops_score_version_rows_ratio{{{churn}}}") == {
+        f"ds={DRIFT_DAYS[-1]},job=mlops_score,model={MODEL},version={champion}": 1.0
+    }
+    missing = values(f"max by (feature) (mlops_score_feature_missing_ratio{{{churn}}})")
+    assert len(missing) >= 5 and all(0 <= rate <= 1 for rate in missing.values()), missing
+    # The last monitoring window: drift per feature, and the retraining it triggered.
+    drift = values(f"max by (feature) (mlops_monitor_feature_drift_score{{{churn}}})")
+    assert set(drift) == set(missing), (drift, missing)
+    assert values(f'mlops_monitor_decision{{{churn},action="retrain"}}') == {
+        f"action=retrain,end={DRIFT_DAYS[-1]},job=mlops_monitor,model={MODEL}": 1.0
+    }
+    assert values(f"mlops_train_gate_passed{{{churn}}}") == {f"job=mlops_train,model={MODEL}": 1.0}
+    # Run health: each job succeeded within the test.
+    since = values(f"time() - mlops_last_success_timestamp_seconds{{{churn}}}")
+    assert set(since) == {
+        f"job={job},model={MODEL}" for job in ("mlops_monitor", "mlops_score", "mlops_train")
+    }
+    assert all(0 <= seconds < 1200 for seconds in since.values()), since

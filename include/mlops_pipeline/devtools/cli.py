@@ -66,7 +66,10 @@ def stack(project: Path, action: str, *, workers: int = 2) -> int:
     credentials = resolve_credentials(layout.root / "credentials.json", config.passwords)
     processes.ensure_port_free(config.airflow_port, "the Airflow API server and UI", "AIRFLOW_PORT")
     processes.ensure_port_free(config.mlflow_port, "the MLflow server", "MLFLOW_PORT")
-    say(f"mlops stack: CeleryExecutor with {workers} workers, PostgreSQL, Redis, S3; state in {layout.root}")
+    say(
+        f"mlops stack: CeleryExecutor with {workers} workers, PostgreSQL, Redis, S3, Prometheus;"
+        f" state in {layout.root}"
+    )
     native = native_stack.start_native_stack(
         layout,
         dags_folder=project / "dags",
@@ -92,6 +95,14 @@ def stack(project: Path, action: str, *, workers: int = 2) -> int:
                 f"MLflow UI:   {native.mlflow_url}",
                 f"S3 API:      {native.settings['MLOPS_S3_ENDPOINT_URL']}   store {native.store_uri}, "
                 f"example data {summary.dates[0]}..{summary.dates[-1]}",
+                *(
+                    [
+                        f"Prometheus:  {native.prometheus.prometheus_url}/graph   (alerts: /alerts); "
+                        f"Pushgateway {native.prometheus.pushgateway_url}"
+                    ]
+                    if native.prometheus
+                    else []
+                ),
                 f"workers:     {', '.join(native.workers)} (concurrency {native.concurrency} each)",
                 f"databases:   {', '.join(resources.databases) if resources else '?'}; "
                 f"broker {native.settings['AIRFLOW__CELERY__BROKER_URL']}",

@@ -78,6 +78,8 @@ SECRETS: Mapping[str, Callable[[], str]] = {
     "MLFLOW_ADMIN_PASSWORD": _password,
     "MLFLOW_PIPELINE_PASSWORD": _password,
     "MLFLOW_FLASK_SECRET_KEY": _signing_key,
+    # the compose stack's profile `monitoring`
+    "GRAFANA_ADMIN_PASSWORD": _password,
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import socket
 from collections.abc import Iterable, Mapping
@@ -50,6 +51,12 @@ from mlops_pipeline.devtools.processes import (
     wait_until,
     write_passwords_file,
     write_private,
+)
+from mlops_pipeline.devtools.prometheus_servers import (
+    PROMETHEUS,
+    PUSHGATEWAY,
+    PrometheusServers,
+    start_prometheus_servers,
 )
 from mlops_pipeline.settings import WORKER_NAME_VAR, WorkerSettings
 
@@ -423,6 +430,7 @@ class NativeStack:
     env: dict[str, str]  # every service's environment: build_env + the settings
     workers: tuple[str, ...]  # Celery node names
     concurrency: int
+    prometheus: PrometheusServers | None = None  # the runs push their metrics to its Pushgateway
 
     @property
     def airflow_url(self) -> str:
@@ -448,14 +456,15 @@ def native_stop_phases(names: Iterable[str]) -> list[list[str]]:
     """The recorded services in stop order, in phases whose services stop together.
 
     The scheduler first (nothing new is queued), then the workers (running tasks still report to
-    the API server), the triggerer and the dag-processor, and last the API server, MLflow and S3.
+    the API server), the triggerer and the dag-processor, and last the API server, MLflow, S3 and
+    Prometheus with its Pushgateway.
     """
     recorded = set(names)
     workers = sorted(name for name in recorded if name.startswith("celery-worker"))
     phases = [
         ["airflow-scheduler"],
         [*workers, "airflow-triggerer", "airflow-dag-processor"],
-        ["airflow-api-server", "mlflow", "s3"],
+        ["airflow-api-server", "mlflow", "s3", PROMETHEUS, PUSHGATEWAY],
     ]
     return [[name for name in phase if name in recorded] for phase in phases]
 
@@ -475,11 +484,14 @@ def start_native_stack(
     redis_uri: str = DEFAULT_REDIS_URI,
     cache_dir: Path | None = None,
     extra: Mapping[str, str] | None = None,
+    metrics: bool = True,
     timeout: float = 300.0,
 ) -> NativeStack:
     """Start the native production-like stack under `layout.root` and wait until every service is ready.
 
-    Ports left as None are picked free. `extra` is added to every process's environment. On any
+    Ports left as None are picked free. `extra` is added to every process's environment. With
+    `metrics`, Prometheus and a Pushgateway run too (:mod:`.prometheus_servers`) and every run
+    pushes its figures there (``MLOPS_PUSHGATEWAY_URL``, as docker-compose.yaml sets it). On any
     failure everything started so far is stopped and the databases are dropped before the error
     propagates; otherwise :func:`stop_native_stack` does that.
     """
@@ -524,6 +536,10 @@ def start_native_stack(
             s3_port=s3_port,
             mlflow_port=mlflow_port,
         )
+        prometheus = None
+        if metrics:
+            prometheus = start_prometheus_servers(layout.root, layout.state_dir, os.environ)
+            settings["MLOPS_PUSHGATEWAY_URL"] = prometheus.pushgateway_url
         write_private(
             layout.root / _SETTINGS_FILE,
             "# The native stack's settings (docker-compose.yaml's names); `mlops stack down` drops it all.\n"
@@ -585,6 +601,7 @@ def start_native_stack(
         env=env,
         workers=tuple(record.details["node"] for record in worker_records),
         concurrency=concurrency,
+        prometheus=prometheus,
     )
 
 

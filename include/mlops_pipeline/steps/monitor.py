@@ -138,7 +138,7 @@ def check(
                 "rollback_triggered": str(rollback["trigger"]).lower(),
             }
         )
-    return cast(
+    checked = cast(
         WindowChecked,
         monitoring.summary(
             verdict,
@@ -162,6 +162,10 @@ def check(
             },
         ),
     )
+    from mlops_pipeline import telemetry
+
+    telemetry.push(telemetry.monitor_window_metrics(spec.name, checked))
+    return checked
 
 
 def _rollback_check(

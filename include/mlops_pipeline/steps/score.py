@@ -514,7 +514,7 @@ def publish(
         f"rows_share.v{version}": rows / max(published_rows, 1) for version, rows in rows_by_version.items()
     }
     _log_scoring_run(spec, ds, plan, run, metrics, data_sha256)
-    return {
+    published: Published = {
         "ds": ds,
         "rows": manifest["rows"],
         "quarantined_rows": stats.rows_quarantined,
@@ -527,6 +527,10 @@ def publish(
         "rows_by_version": rows_by_version,
         "metrics": metrics,
     }
+    from mlops_pipeline import telemetry
+
+    telemetry.push(telemetry.score_run_metrics(spec.name, published, stats, spec.is_classification))
+    return published
 
 
 def _quarantined_inputs(results: list[ScoredInput]) -> str:

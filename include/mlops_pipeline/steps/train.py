@@ -255,6 +255,9 @@ def evaluate(
         "candidate_metrics": candidate_metrics,
         "champion_version": champion_info["version"] if champion_info else None,
     }
+    from mlops_pipeline import telemetry
+
+    telemetry.push(telemetry.gate_metrics(spec.name, result))
     if not report.passed:
         raise StepRejected(
             f"gate failed for {spec.name}: " + "; ".join(report.failures) + f". Report: {html_uri}"
