@@ -18,6 +18,7 @@ from mlops_pipeline.airflow_glue import (
     strict_params,
     task_store,
 )
+from mlops_pipeline.alerts import APPROVAL_WAITING
 from mlops_pipeline.spec import ModelSpec, default_models_dir, load_specs
 from mlops_pipeline.steps.conf import DATE_PATTERN, MAX_MODEL_VERSION
 from mlops_pipeline.steps.results import ApprovalDecided, ApprovalRequest, Promotion
@@ -99,7 +100,8 @@ def approve_dag(spec: ModelSpec) -> DAG:
             notifiers=[
                 MLOpsNotifier(
                     f"{spec.name} v{{{{ ti.xcom_pull(task_ids='request')['version'] }}}} waits for approval:"
-                    " {{ task.answer_url(ti) }}"
+                    " {{ task.answer_url(ti) }}",
+                    kind=APPROVAL_WAITING,
                 )
             ],
         )

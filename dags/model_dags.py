@@ -26,6 +26,7 @@ from mlops_pipeline.airflow_glue import (
     strict_params,
     task_store,
 )
+from mlops_pipeline.alerts import RETRAIN_TRIGGERED, ROLLBACK_TRIGGERED
 from mlops_pipeline.spec import ModelSpec, default_models_dir, load_specs
 from mlops_pipeline.steps.conf import DATE_PATTERN, MAX_MODEL_VERSION, MAX_REASON_LENGTH, MAX_ROLLBACK_REASON
 from mlops_pipeline.steps.results import (
@@ -499,9 +500,6 @@ def monitor_dag(spec: ModelSpec) -> DAG:
         ),
         schedule=spec.schedules.monitor,
         **dag_defaults(spec, "monitor"),
-        on_failure_callback=MLOpsNotifier(
-            "{{ dag.dag_id }} could not check its window: see run {{ run_id }}"
-        ),
         params={
             "end": date_param(
                 "Window end (YYYY-MM-DD)", "Last day of the window. Empty: the run's data interval."
@@ -556,7 +554,8 @@ def monitor_dag(spec: ModelSpec) -> DAG:
             },
             on_success_callback=MLOpsNotifier(
                 f"{spec.name}: retraining triggered: "
-                "{{ ti.xcom_pull(task_ids='check')['decision']['reason'] }}"
+                "{{ ti.xcom_pull(task_ids='check')['decision']['reason'] }}",
+                kind=RETRAIN_TRIGGERED,
             ),
         )
         result = check()
@@ -579,7 +578,8 @@ def monitor_dag(spec: ModelSpec) -> DAG:
                 conf=rollback_needed(result),
                 on_success_callback=MLOpsNotifier(
                     f"{spec.name}: champion rolled back automatically: "
-                    "{{ ti.xcom_pull(task_ids='check')['rollback']['reason'] }}"
+                    "{{ ti.xcom_pull(task_ids='check')['rollback']['reason'] }}",
+                    kind=ROLLBACK_TRIGGERED,
                 ),
             )
 

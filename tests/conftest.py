@@ -149,3 +149,63 @@ def s3_store(moto_endpoint: str, aws_env: dict[str, str]) -> S3Store:
         prefix=f"t-{uuid.uuid4().hex[:12]}",
         client_kwargs={"endpoint_url": moto_endpoint, "region_name": S3_REGION},
     )
+
+
+ALERT_WEBHOOK_CONN_ID = "mlops_alerts_webhook"
+ALERT_SMTP_CONN_ID = "mlops_alerts_smtp"
+
+
+def alert_webhook_env(base_url: str, endpoint: str = "/alerts") -> dict[str, str]:
+    """The settings that send alerts to the webhook at `base_url` + `endpoint`: an Airflow HTTP
+    connection (from the environment, as Airflow reads `AIRFLOW_CONN_*`) and the pipeline's names for it."""
+    import json
+
+    return {
+        f"AIRFLOW_CONN_{ALERT_WEBHOOK_CONN_ID.upper()}": json.dumps({"conn_type": "http", "host": base_url}),
+        "MLOPS_ALERT_HTTP_CONN_ID": ALERT_WEBHOOK_CONN_ID,
+        "MLOPS_ALERT_HTTP_ENDPOINT": endpoint,
+    }
+
+
+@pytest.fixture(scope="session")
+def webhook_env() -> Any:
+    """:func:`alert_webhook_env`, for test modules (which cannot import this conftest by name)."""
+    return alert_webhook_env
+
+
+@pytest.fixture(scope="module")
+def smtp_sink() -> Iterator[tuple[dict[str, str], list[Any]]]:
+    """A real SMTP server on a local port (aiosmtpd) that keeps every message it is sent:
+    (the settings that email alerts to it through an Airflow SMTP connection, the messages)."""
+    import json
+    from email import message_from_bytes, policy
+
+    from aiosmtpd.controller import Controller
+
+    received: list[Any] = []
+
+    class Keep:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            received.append(message_from_bytes(envelope.content, policy=policy.default))
+            return "250 OK"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    connection = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": port,
+        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "mlops-pipeline@localhost"},
+    }
+    env = {
+        f"AIRFLOW_CONN_{ALERT_SMTP_CONN_ID.upper()}": json.dumps(connection),
+        "MLOPS_ALERT_SMTP_CONN_ID": ALERT_SMTP_CONN_ID,
+        "MLOPS_ALERT_EMAIL_TO": "oncall@example.com, ml-team@example.com",
+    }
+    try:
+        yield env, received
+    finally:
+        controller.stop()

@@ -19,6 +19,7 @@ import pendulum
 from airflow.sdk import Asset, BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
 
+from mlops_pipeline.alerts import TASK_FAILED
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec import ModelSpec
 from mlops_pipeline.steps import RunInfo, StepRejected
@@ -45,41 +46,93 @@ def task_store() -> ObjectStore:
 
 
 class MLOpsNotifier(BaseNotifier):
-    """Alerts of the pipeline: POSTed as JSON to MLOPS_ALERT_WEBHOOK_URL when set, else logged.
+    """An alert of the pipeline (:mod:`mlops_pipeline.alerts`), sent by Airflow's HTTP and SMTP notifiers.
 
-    A failing webhook is logged, never raised: an alert must not fail the task it reports on.
+    `message` is templated (the task's context); a failure's reason is the task's exception. Each
+    configured channel is tried on its own; a failing one is logged, never raised.
     """
 
     template_fields = ("message",)
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, kind: str = TASK_FAILED) -> None:
         super().__init__()
         self.message = message
+        self.kind = kind
 
     def notify(self, context: Any) -> None:
-        """Send (or log) the rendered message with the run's identity."""
+        """Build the alert from the context and send it to every configured channel (else log it)."""
         import logging
 
+        from mlops_pipeline import alerts
         from mlops_pipeline.settings import AlertSettings
 
         log = logging.getLogger("mlops_pipeline.alerts")
-        dag_run = context.get("dag_run")
-        payload = {
-            "text": self.message,
-            "dag_id": getattr(dag_run, "dag_id", None),
-            "run_id": getattr(dag_run, "run_id", None),
-            "task_id": getattr(context.get("ti"), "task_id", None),
-        }
-        url = AlertSettings().alert_webhook_url
-        if not url:
-            log.warning("MLOps alert: %s", payload)
-            return
-        import httpx
+        dag_run, ti = context.get("dag_run"), context.get("ti")
+        alert = alerts.build_alert(
+            self.kind,
+            self.message,
+            dag_id=getattr(dag_run, "dag_id", None),
+            run_id=getattr(dag_run, "run_id", None),
+            task_id=getattr(ti, "task_id", None),
+            reason=alerts.reason_of(context.get("exception")) if self.kind == TASK_FAILED else "",
+            link=getattr(ti, "log_url", None),
+            base_url=_airflow_base_url(),
+        )
+        settings = AlertSettings()
+        channels = alert_channels(settings)
+        if not channels:
+            log.warning("MLOps alert: %s", alert.to_json())
+            if settings.alert_webhook_url:
+                log.error(
+                    "MLOPS_ALERT_WEBHOOK_URL is no longer read: define an HTTP connection for the webhook"
+                    " and set MLOPS_ALERT_HTTP_CONN_ID (and MLOPS_ALERT_HTTP_ENDPOINT); see the README, Alerts"
+                )
+        for channel, notifier in channels:
+            try:
+                notifier(alert).notify(context)
+            except Exception as exc:  # any failure of a channel: logged, the task goes on
+                log.error(
+                    "MLOps alert could not be sent by %s: %s; alert was %s", channel, exc, alert.to_json()
+                )
+            else:
+                log.info("MLOps alert sent by %s: %s", channel, alert.subject())
 
-        try:
-            httpx.post(url, json=payload, timeout=10).raise_for_status()
-        except httpx.HTTPError as exc:
-            log.error("MLOps alert could not be sent to the webhook: %s; alert was %s", exc, payload)
+
+def alert_channels(settings: Any) -> list[tuple[str, Any]]:
+    """The configured channels: (name, alert -> the provider's notifier that sends it)."""
+    channels: list[tuple[str, Any]] = []
+    if settings.alert_http_conn_id:
+        from airflow.providers.http.notifications.http import HttpNotifier
+
+        def webhook(alert: Any) -> BaseNotifier:
+            return HttpNotifier(
+                http_conn_id=settings.alert_http_conn_id,
+                endpoint=settings.alert_http_endpoint,
+                json=alert.to_json(),
+                headers={"Content-Type": "application/json"},
+            )
+
+        channels.append((f"webhook (connection {settings.alert_http_conn_id})", webhook))
+    if settings.alert_smtp_conn_id and settings.email_recipients():
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        def email(alert: Any) -> BaseNotifier:
+            return SmtpNotifier(
+                to=settings.email_recipients(),
+                from_email=settings.alert_email_from,
+                subject=alert.subject(),
+                html_content=alert.html(),
+                smtp_conn_id=settings.alert_smtp_conn_id,
+            )
+
+        channels.append((f"email (connection {settings.alert_smtp_conn_id})", email))
+    return channels
+
+
+def _airflow_base_url() -> str:
+    from airflow.sdk.configuration import conf
+
+    return str(conf.get("api", "base_url", fallback="http://localhost:8080/"))
 
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -89,13 +142,22 @@ TASK_RETRY_DELAY = timedelta(seconds=15)
 
 
 def dag_defaults(spec: ModelSpec, kind: str) -> dict[str, Any]:
-    """What every DAG of a model shares: start date, no catchup, one active run, tags, owner, retries."""
+    """What every DAG of a model shares: start date, no catchup, one active run, tags, owner, retries,
+    and an alert for every task that fails for good."""
     return {
         "start_date": START_DATE,
         "catchup": False,
         "max_active_runs": 1,
         "tags": ["mlops", kind, spec.name, *spec.tags],
-        "default_args": {"owner": spec.owner, "retries": TASK_RETRIES, "retry_delay": TASK_RETRY_DELAY},
+        "default_args": {
+            "owner": spec.owner,
+            "retries": TASK_RETRIES,
+            "retry_delay": TASK_RETRY_DELAY,
+            # Every task that fails for good (after its retries) alerts, with its exception as the reason.
+            "on_failure_callback": MLOpsNotifier(
+                f"{spec.name} {kind}: task {{{{ ti.task_id }}}} failed", kind=TASK_FAILED
+            ),
+        },
     }
 
 

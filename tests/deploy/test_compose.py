@@ -272,7 +272,7 @@ def test_every_mounted_host_path_exists(services: dict[str, dict[str, Any]]) -> 
 
 def test_only_the_monitoring_services_are_in_a_profile(services: dict[str, dict[str, Any]]) -> None:
     profiled = {name: service["profiles"] for name, service in services.items() if "profiles" in service}
-    assert profiled == dict.fromkeys(MONITORING_SERVICES, ["monitoring"])
+    assert profiled == {name: ["monitoring"] for name in MONITORING_SERVICES}
 
 
 def test_the_runs_push_to_the_profiles_pushgateway_which_prometheus_scrapes(

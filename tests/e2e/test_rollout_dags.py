@@ -184,10 +184,11 @@ def operator_triggered(dag_id: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def webhook(monkeypatch_module, alert_sink) -> list[dict]:
+def webhook(monkeypatch_module, alert_sink, webhook_env) -> list[dict]:
     """The alerts of this module's runs, as a local webhook received them."""
     url, received = alert_sink
-    monkeypatch_module.setenv("MLOPS_ALERT_WEBHOOK_URL", f"{url}/alerts")
+    for name, value in webhook_env(url).items():
+        monkeypatch_module.setenv(name, value)
     return received
 
 

@@ -113,7 +113,21 @@ def test_scoring_publishes_every_row_with_the_champion(store, champion, client) 
     assert metrics["rows_per_s"] > 0 and 0 <= metrics["missing_rate.total_charges"] < 0.2
 
 
-def test_unscorable_rows_are_quarantined_and_too_many_fail_the_run(store, champion) -> None:
+@pytest.fixture(scope="module")
+def alert_channels(monkeypatch_module, alert_sink, smtp_sink, webhook_env) -> tuple[list, list]:
+    """Alerts of this module's runs to a local webhook and a local SMTP server: what each received."""
+    url, posted = alert_sink
+    env, mailed = smtp_sink
+    for name, value in {
+        **webhook_env(url),
+        **env,
+        "AIRFLOW__API__BASE_URL": "http://airflow.test:8080",
+    }.items():
+        monkeypatch_module.setenv(name, value)
+    return posted, mailed
+
+
+def test_unscorable_rows_are_quarantined_and_too_many_fail_the_run(store, champion, alert_channels) -> None:
     minor = run_dag("churn__score", {"ds": "2026-02-14"})  # 1% defective rows
     assert minor.state == "success", minor.tasks
     manifest = read_manifest(store, PREDICTIONS, "churn", "2026-02-14")
@@ -126,6 +140,15 @@ def test_unscorable_rows_are_quarantined_and_too_many_fail_the_run(store, champi
     assert defective.state == "failed"
     assert defective.tasks["publish"] == "failed" and defective.tasks["score"] == "success"
     assert read_partition(store, "churn", "2026-03-10") is None
+    # The failure reached the webhook and the mailbox once, with the reason and a working link.
+    posted, mailed = alert_channels
+    (alert,) = [a for a in posted if a["run_id"] == defective.run_id]
+    assert alert["kind"] == "task_failed" and alert["model"] == "churn" and alert["task_id"] == "publish"
+    assert "could not be scored" in alert["reason"] and "over the limit" in alert["reason"]
+    quoted = defective.run_id.replace(":", "%3A").replace("+", "%2B")
+    assert alert["link"].startswith(f"http://airflow.test:8080/dags/churn__score/runs/{quoted}/tasks/publish")
+    (subject,) = [m["Subject"] for m in mailed if defective.run_id in m.get_body().get_content()]
+    assert subject.startswith("churn score: task publish failed: 320 of 800 input rows")
 
 
 def test_a_missing_column_fails_the_file_with_its_name(store, champion, capfd) -> None:

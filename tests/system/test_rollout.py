@@ -106,7 +106,7 @@ def write_specs(models: Path) -> None:
 
 @pytest.fixture(scope="module")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, alert_sink: tuple[str, list[dict[str, Any]]]
+    tmp_path_factory: pytest.TempPathFactory, alert_sink: tuple[str, list[dict[str, Any]]], webhook_env: Any
 ) -> Iterator[Stack]:
     """Airflow's components with a triggerer, and MLflow, on free ports; stopped by PID afterwards.
     Alerts go to a local webhook."""
@@ -143,7 +143,7 @@ def stack(
         cache_dir=cache_dir,
         extra={
             "MLOPS_MODELS_DIR": str(root / "models"),
-            "MLOPS_ALERT_WEBHOOK_URL": f"{alert_sink[0]}/alerts",
+            **webhook_env(alert_sink[0]),
         },
     )
     try:

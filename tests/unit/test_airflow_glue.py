@@ -110,38 +110,6 @@ def test_scoring_runs_daily_or_when_the_champion_changes() -> None:
     assert score_schedule(manual) == [champion_asset("churn")]
 
 
-def test_alerts_are_logged_without_a_webhook(monkeypatch, caplog) -> None:
-    from mlops_pipeline.airflow_glue import MLOpsNotifier
-
-    monkeypatch.delenv("MLOPS_ALERT_WEBHOOK_URL", raising=False)
-    with caplog.at_level("WARNING", logger="mlops_pipeline.alerts"):
-        MLOpsNotifier("drift in region").notify({"dag_run": dag_run()})
-    assert "drift in region" in caplog.text and "churn__train" in caplog.text
-
-
-def test_alerts_are_posted_to_the_webhook_and_a_dead_webhook_does_not_raise(
-    monkeypatch, caplog, alert_sink
-) -> None:
-    from mlops_pipeline.airflow_glue import MLOpsNotifier
-
-    url, received = alert_sink
-    received.clear()
-    monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", f"{url}/alerts")
-    MLOpsNotifier("retraining triggered").notify({"dag_run": dag_run()})
-    assert received == [
-        {
-            "text": "retraining triggered",
-            "dag_id": "churn__train",
-            "run_id": "manual__2026-03-01",
-            "task_id": None,
-        }
-    ]
-    monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", f"{url}/gone")
-    with caplog.at_level("ERROR", logger="mlops_pipeline.alerts"):
-        MLOpsNotifier("nobody listens").notify({"dag_run": dag_run()})
-    assert "could not be sent" in caplog.text
-
-
 def strict_context(conf: dict) -> dict:
     """A task context as the rollback task sees it: declared params, conf merged into them."""
     from airflow.sdk.definitions.param import ParamsDict
